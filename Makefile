@@ -1,0 +1,52 @@
+# crosslab: two commands for learners (`make lab`, `make test`), a few more for authors.
+# Every target first makes sure the virtual environment matches requirements.lock
+# (scripts/setup_venv.sh: builds it on first use, does nothing when it is current).
+
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+PORT   ?= 8888
+export VENV PYTHON
+
+.PHONY: help setup lab test lint unit nbval course notebooks bench lock-env clean
+
+help:
+	@echo "make lab       start JupyterLab on the course (sets up .venv on first use)"
+	@echo "make test      ruff + unit tests + nbval over every notebook"
+	@echo "make course    run every lesson headless, in order, and time it"
+	@echo "make notebooks re-execute the lessons in place (authors: commit the outputs)"
+	@echo "make bench     run benchmarks/ and write benchmarks/RESULTS.md"
+
+setup:
+	@bash scripts/setup_venv.sh
+
+lab: setup
+	@bash scripts/lab.sh $(PORT)
+
+lint: setup
+	$(PY) -m ruff check crosslab tests benchmarks scripts
+
+unit: setup
+	$(PY) -m pytest tests
+
+nbval: setup
+	$(PY) -m pytest --nbval notebooks --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+
+test: setup
+	$(PY) -m ruff check crosslab tests benchmarks scripts
+	$(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg
+
+course: setup
+	$(PY) scripts/run_course.py
+
+notebooks: setup
+	$(PY) scripts/run_course.py --inplace
+
+bench: setup
+	$(PY) -m benchmarks.run
+
+lock-env:
+	$(PYTHON) scripts/sync_environment.py
+
+clean:
+	rm -rf build .pytest_cache
