@@ -28,13 +28,19 @@ case "$pyver" in
     *) echo "crosslab needs Python 3.11 or 3.12, but '$PYTHON' is $pyver. Run: make PYTHON=python3.11 ..." >&2; exit 1;;
 esac
 
+# pip -q still warns about this machine's empty local index folders; hide only that line.
+pip_() {
+    "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+    return "${PIPESTATUS[0]}"
+}
+
 echo "environment: building $VENV from requirements.lock (first time: about 2 minutes, ~7 GB with torch)"
 start=$(date +%s)
 rm -f "$stamp"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade "pip>=24"
-"$VENV/bin/python" -m pip install -q -r requirements.lock
-"$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+pip_ install -q --upgrade "pip>=24"
+pip_ install -q -r requirements.lock
+pip_ install -q --no-deps --no-build-isolation -e .
 # Jupyter must use this environment's kernel, whatever else is installed.
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (crosslab)" >/dev/null
 echo "$want" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
