@@ -1,0 +1,201 @@
+"""crosslab.retrieval: top-k with deterministic ties, Index (torch and FAISS), evaluation protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crosslab import retrieval as R
+from crosslab import similarity as sim
+from crosslab.errors import QueryError, ShapeError
+
+
+def naive_topk(S, k):
+    out_v, out_i = [], []
+    for row in S:
+        order = sorted(range(len(row)), key=lambda j: (-row[j], j))[:k]
+        out_i.append(order)
+        out_v.append([row[j] for j in order])
+    return np.array(out_v), np.array(out_i)
+
+
+# ---- topk --------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [1, 3, 7, 20])
+def test_topk_ties_go_to_lower_index(k):
+    rng = np.random.default_rng(0)
+    S = rng.integers(0, 4, size=(30, 12)).astype(np.float32)  # many ties
+    v, i = R.topk(S, k)
+    nv, ni = naive_topk(S, k)
+    np.testing.assert_array_equal(i, ni)
+    np.testing.assert_array_equal(v, nv)
+    assert i.shape == (30, min(k, 12))  # k > M is clamped
+
+
+def test_topk_smallest_and_torch():
+    S = torch.tensor([[3.0, 1.0, 1.0, 2.0]])
+    v, i = R.topk(S, 2, largest=False)
+    assert isinstance(i, torch.Tensor)
+    assert i.tolist() == [[1, 2]] and v.tolist() == [[1.0, 1.0]]
+
+
+def test_topk_errors():
+    S = np.zeros((2, 3))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ShapeError, match="positive integer"):
+            R.topk(S, bad)
+    with pytest.raises(ShapeError, match="NaN"):
+        R.topk(np.array([[1.0, np.nan]]), 1)
+
+
+# ---- Index -------------------------------------------------------------------------
+@pytest.mark.parametrize("metric", sim.METRICS)
+def test_index_matches_pairwise_topk(metric):
+    rng = np.random.default_rng(1)
+    items, queries = rng.normal(size=(103, 6)), rng.normal(size=(17, 6))
+    ix = R.Index(metric, item_chunk=10, temperature=0.7).add(items[:50]).add(items[50:])
+    assert len(ix) == 103 and ix.dim == 6
+    v, i = ix.search(queries, 5, batch_size=4)
+    full = sim.pairwise(queries, items, metric, temperature=0.7)
+    rv, ri = R.topk(full, 5, largest=sim.HIGHER_IS_BETTER[metric])
+    np.testing.assert_array_equal(i, ri)
+    np.testing.assert_allclose(v, rv, atol=1e-9)
+
+
+def test_index_ties_across_chunks_go_to_lower_id():
+    items = np.tile(np.eye(3), (10, 1))  # ids 0, 3, 6, ... are equal items
+    v, i = R.Index("dot", item_chunk=4).add(items).search(np.array([[1.0, 0, 0]]), 4, batch_size=1)
+    assert i.tolist() == [[0, 3, 6, 9]]
+
+
+def test_index_errors_and_clamping():
+    ix = R.Index("cosine")
+    with pytest.raises(QueryError, match="empty"):
+        ix.search(np.ones((1, 3)), 1)
+    ix.add(np.eye(3))
+    with pytest.raises(ShapeError, match="4 features but the index items have 3"):
+        ix.search(np.ones((1, 4)), 1)
+    with pytest.raises(ShapeError, match="positive integer"):
+        ix.search(np.ones((1, 3)), 0)
+    with pytest.raises(ShapeError, match="index holds 3"):
+        ix.add(np.ones((2, 5)))
+    v, i = ix.search(np.ones((2, 3)), 10)
+    assert i.shape == (2, 3)  # k > M clamped
+    with pytest.raises(ShapeError, match="unknown metric"):
+        R.Index("hamming")
+
+
+def test_index_torch_in_torch_out():
+    items = torch.randn(20, 4, generator=torch.Generator().manual_seed(0))
+    v, i = R.Index("euclidean").add(items).search(items[:3], 1)
+    assert isinstance(v, torch.Tensor) and i[:, 0].tolist() == [0, 1, 2]
+    assert torch.allclose(v[:, 0], torch.zeros(3), atol=1e-3)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean", "neg_euclidean"])
+def test_faiss_backend_same_sets(metric):
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(3)
+    items, queries = rng.normal(size=(500, 16)).astype(np.float32), rng.normal(size=(40, 16)).astype(np.float32)
+    tv, ti = R.Index(metric, item_chunk=64).add(items).search(queries, 10)
+    fv, fi = R.Index(metric, backend="faiss").add(items).search(queries, 10)
+    for a, b in zip(ti, fi, strict=True):
+        assert set(a) == set(b)
+    np.testing.assert_allclose(np.sort(tv, 1), np.sort(fv, 1), atol=1e-3)
+    with pytest.raises(ShapeError, match="FAISS backend"):
+        R.Index("kl", backend="faiss")
+
+
+# ---- evaluation --------------------------------------------------------------------
+def test_evaluate_hand_computed():
+    # 3 images; captions 0,1 -> image 0, caption 2 -> image 1, caption 3 -> image 2
+    c2i = np.array([0, 0, 1, 2])
+    S = np.array([
+        [0.9, 0.1, 0.0],  # caption 0: image 0 first            -> t2i rank 1
+        [0.2, 0.5, 0.4],  # caption 1: image 0 third            -> rank 3
+        [0.3, 0.3, 0.1],  # caption 2: tie with image 0 (lower) -> rank 2
+        [0.0, 0.8, 0.7],  # caption 3: image 2 second           -> rank 2
+    ])
+    t2i, i2t = R.ranks(S, c2i)
+    assert t2i.tolist() == [1, 3, 2, 2]
+    # image 0 column (0.9, 0.2, 0.3, 0.0): caption 0 is first -> 1
+    # image 1 column (0.1, 0.5, 0.3, 0.8): caption 2 (0.3) behind 0.8, 0.5 -> 3
+    # image 2 column (0.0, 0.4, 0.1, 0.7): caption 3 first -> 1
+    assert i2t.tolist() == [1, 3, 1]
+    m = R.evaluate(S, c2i, ks=(1, 2))
+    assert m["t2i_r1"] == pytest.approx(25.0) and m["t2i_r2"] == pytest.approx(75.0)
+    assert m["i2t_r1"] == pytest.approx(200 / 3) and m["i2t_r2"] == pytest.approx(200 / 3)
+    assert m["t2i_medr"] == 2.0 and m["t2i_meanr"] == 2.0 and m["i2t_medr"] == 1.0
+    assert m["rsum"] == pytest.approx(25 + 75 + 200 / 3 + 200 / 3)
+
+
+def naive_ranks(S, c2i):
+    C, N = S.shape
+    t2i = []
+    for c in range(C):
+        order = sorted(range(N), key=lambda j: (-S[c, j], j))
+        t2i.append(order.index(c2i[c]) + 1)
+    i2t = []
+    for i in range(N):
+        caps = [c for c in range(C) if c2i[c] == i]
+        if not caps:
+            continue
+        order = sorted(range(C), key=lambda c: (-S[c, i], c))
+        i2t.append(min(order.index(c) + 1 for c in caps))
+    return np.array(t2i), np.array(i2t)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ranks_match_naive_loop(seed):
+    rng = np.random.default_rng(seed)
+    N, C = 25, 70
+    c2i = rng.integers(0, N, size=C)  # some images have no caption: left out of i2t
+    S = rng.integers(0, 6, size=(C, N)).astype(np.float64) if seed == 2 else rng.normal(size=(C, N))
+    t2i, i2t = R.ranks(S, c2i)
+    nt, ni = naive_ranks(S, c2i)
+    np.testing.assert_array_equal(t2i, nt)
+    np.testing.assert_array_equal(i2t, ni)
+    m = R.evaluate(S, c2i)
+    assert m["t2i_r5"] == pytest.approx(100 * np.mean(nt <= 5))
+    assert m["i2t_medr"] == pytest.approx(np.median(ni))
+
+
+def test_evaluate_with_model_and_dataset_like():
+    class Identity:
+        metric = "dot"
+
+        def embed_text(self, X):
+            return X
+
+        def embed_image(self, Y):
+            return Y
+
+    class DS:
+        caption_to_image = np.array([0, 1, 2])
+
+    X = np.eye(3)
+    m = R.evaluate(Identity(), DS(), text=X, image=X)
+    assert m["t2i_r1"] == 100 and m["i2t_r1"] == 100 and m["rsum"] == 600
+    with pytest.raises(ShapeError, match="text="):
+        R.evaluate(Identity(), DS())
+    with pytest.raises(ShapeError, match="rows"):
+        R.evaluate(np.zeros((2, 3)), np.array([0, 1, 2]))
+    row = R.metrics_row("id", "trained", m)
+    assert list(row) == list(R.ROW_KEYS)
+    df = R.results_table([row])
+    assert df.loc["id", "rsum"] == 600
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_topk_and_index_match_cpu():
+    g = torch.Generator().manual_seed(0)
+    S = torch.randint(0, 5, (64, 300), generator=g).float()
+    cv, ci = R.topk(S, 10)
+    gv, gi = R.topk(S.to("cuda"), 10)
+    assert torch.equal(ci, gi.cpu()) and torch.equal(cv, gv.cpu())
+    items, q = torch.randn(5000, 32, generator=g), torch.randn(50, 32, generator=g)
+    cv, ci = R.Index("cosine", item_chunk=1000).add(items).search(q, 10)
+    gv, gi = R.Index("cosine", item_chunk=1000).add(items.to("cuda")).search(q.to("cuda"), 10)
+    assert gi.device.type == "cuda"
+    assert (ci == gi.cpu()).float().mean() > 0.99  # float rounding may swap near-equal neighbours
