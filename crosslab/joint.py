@@ -1,0 +1,449 @@
+"""The joint space: two projections, four ranking losses, and a small trainer.
+
+Text features ``x`` (caption, width ``n``) and image features ``y`` (width ``m``)
+are mapped into one ``d``-dimensional space, ``f(x) = W_x x + b_x`` and
+``g(y) = W_y y + b_y`` (the seed article, section 3.2), optionally followed by L2
+normalisation so that the dot product is the cosine. Inputs are standardised
+with the training set's mean and standard deviation first (stored in the model),
+which makes one learning rate work for GloVe, Word2Vec and CNN features alike.
+An optional one-hidden-layer MLP per side (``head="mlp"``) answers "does
+non-linearity help?"; linear is the default.
+
+Losses are small functions of a batch's ``(B, B)`` score matrix ``S`` with
+``S[i, j] = score(text_i, image_j)``: the diagonal holds the matching pairs and
+every off-diagonal entry is a negative (VSE++ / OpenCLIP style), so any metric
+that gives "higher = better" scores plugs in. Batches are built so that no two
+captions of the same image meet in one batch (they would be false negatives).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._io import atomic_write, atomic_write_text
+from .device import get_device
+from .errors import ModelError, ShapeError
+
+LOSSES = ("infonce", "hinge", "max_violation", "bce")
+Array = np.ndarray | torch.Tensor
+
+
+# ----------------------------------------------------------------------------- losses
+def infonce_loss(S: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP): cross-entropy of ``S / tau`` against the diagonal, both ways.
+
+    ``L = -1/(2B) sum_i [ log softmax_j(S_ij / tau)[i] + log softmax_j(S_ji / tau)[i] ]``
+    for a ``(B, B)`` score matrix ``S`` (rows texts, columns images).
+    """
+    logits = S / temperature
+    target = torch.arange(S.shape[0], device=S.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def _off_diagonal(S: torch.Tensor) -> torch.Tensor:
+    return ~torch.eye(S.shape[0], dtype=torch.bool, device=S.device)
+
+
+def hinge_loss(S: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
+    """Hinge triplet loss summed over all negatives of the batch (DeViSE / VSE0).
+
+    ``L = 1/B sum_i sum_{j != i} ( [m - S_ii + S_ij]_+ + [m - S_ii + S_ji]_+ )``:
+    text ``i`` against every wrong image ``j`` and image ``i`` against every wrong
+    caption ``j``. (VSE++ sums over the batch; we average over it so the learning
+    rate does not depend on the batch size.)
+    """
+    pos = S.diagonal()[:, None]
+    mask = _off_diagonal(S)
+    t2i = (margin - pos + S).clamp(min=0) * mask  # row i: text i vs image j
+    i2t = (margin - pos + S.T).clamp(min=0) * mask  # row i: image i vs text j
+    return (t2i.sum() + i2t.sum()) / S.shape[0]
+
+
+def max_violation_loss(S: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
+    """Max-violation hinge (VSE++): only the hardest negative of each positive counts.
+
+    ``L = 1/B sum_i ( max_{j != i} [m - S_ii + S_ij]_+ + max_{j != i} [m - S_ii + S_ji]_+ )``.
+    """
+    pos = S.diagonal()[:, None]
+    mask = _off_diagonal(S)
+    t2i = ((margin - pos + S).clamp(min=0) * mask).max(1).values
+    i2t = ((margin - pos + S.T).clamp(min=0) * mask).max(1).values
+    return (t2i.sum() + i2t.sum()) / S.shape[0]
+
+
+def bce_loss(
+    S: torch.Tensor, negatives: torch.Tensor, scale: float | torch.Tensor, bias: float | torch.Tensor
+) -> torch.Tensor:
+    """Pairwise binary cross-entropy on (text, image, match) pairs with sampled negatives.
+
+    The seed article's section 5 idea, done so it runs: each text ``i`` is paired with its
+    image (label 1) and with ``K`` sampled wrong images ``n_i1 .. n_iK`` (label 0); the
+    pair's logit is ``z_ij = scale * S_ij + bias`` (a calibrated score, not a Linear layer
+    on a cosine). With ``sigma`` the logistic function,
+
+    ``L = -1/(B (K+1)) sum_i [ log sigma(z_ii) + sum_k log(1 - sigma(z_{i, n_ik})) ]``.
+
+    Args:
+        S: ``(B, B)`` scores. negatives: ``(B, K)`` column indices, none equal to the row.
+    """
+    B = S.shape[0]
+    rows = torch.arange(B, device=S.device)
+    pos = scale * S[rows, rows] + bias
+    neg = scale * S.gather(1, negatives) + bias
+    total = F.softplus(-pos).sum() + F.softplus(neg).sum()  # -log sigma(z), -log(1-sigma(z))
+    return total / (B * (1 + negatives.shape[1]))
+
+
+def sample_negatives(B: int, K: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """``(B, K)`` random column indices with ``neg[i, k] != i`` (uniform over the other B-1)."""
+    off = torch.randint(1, B, (B, K), generator=generator)
+    return ((torch.arange(B)[:, None] + off) % B).to(device)
+
+
+# ----------------------------------------------------------------------------- model
+@dataclass
+class JointConfig:
+    """Everything needed to rebuild a :class:`JointModel` (saved as JSON next to the weights)."""
+
+    text_dim: int
+    image_dim: int
+    d: int = 256
+    head: str = "linear"  # "linear" | "mlp"
+    hidden: int = 1024
+    dropout: float = 0.0
+    normalize: bool = True
+    temperature: float = 0.07
+    learn_temperature: bool = True
+    loss: str = "infonce"
+
+
+class _Tower(nn.Module):
+    """Standardise, then project: ``W (x - mu) / sigma + b`` (or a one-hidden-layer MLP)."""
+
+    def __init__(self, n_in: int, cfg: JointConfig) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_in))
+        self.register_buffer("scale", torch.ones(n_in))
+        if cfg.head == "linear":
+            self.proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(n_in, cfg.d))
+        else:
+            self.proj = nn.Sequential(
+                nn.Dropout(cfg.dropout), nn.Linear(n_in, cfg.hidden), nn.GELU(),
+                nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.d),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj((x - self.mean) / self.scale)
+
+
+class JointModel(nn.Module):
+    """Two towers mapping ``(C, n)`` text and ``(N, m)`` image features into ``(., d)``.
+
+    ``metric`` is the score the model is trained and evaluated with: ``"cosine"``
+    when outputs are L2-normalised (the default), else ``"dot"``.
+    """
+
+    def __init__(self, cfg: JointConfig) -> None:
+        super().__init__()
+        if cfg.head not in ("linear", "mlp"):
+            raise ModelError(f"head must be 'linear' or 'mlp', got {cfg.head!r}.")
+        if cfg.loss not in LOSSES:
+            raise ModelError(f"loss must be one of {LOSSES}, got {cfg.loss!r}.")
+        self.cfg = cfg
+        self.text = _Tower(cfg.text_dim, cfg)
+        self.image = _Tower(cfg.image_dim, cfg)
+        # log(1/tau) as in CLIP, so the temperature stays positive while learned.
+        self.logit_scale = nn.Parameter(
+            torch.tensor(math.log(1 / cfg.temperature)), requires_grad=cfg.learn_temperature
+        )
+        self.logit_bias = nn.Parameter(torch.tensor(0.0), requires_grad=cfg.loss == "bce")
+
+    @property
+    def metric(self) -> str:
+        return "cosine" if self.cfg.normalize else "dot"
+
+    @property
+    def temperature(self) -> float:
+        return float(1 / self.logit_scale.detach().exp())
+
+    def _out(self, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(z, dim=1) if self.cfg.normalize else z
+
+    def text_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._out(self.text(x))
+
+    def image_forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self._out(self.image(y))
+
+    def _embed(self, X: Array, tower: str, width: int, batch_size: int) -> Array:
+        if not isinstance(X, np.ndarray | torch.Tensor) or X.ndim != 2:
+            raise ModelError(f"{tower} features must be a 2-D array (rows x features).")
+        if X.shape[1] != width:
+            raise ModelError(
+                f"this model expects {tower} features of width {width}, got {X.shape[1]}; "
+                "use the same text / image encoders the model was trained with."
+            )
+        dev = next(self.parameters()).device
+        x = torch.as_tensor(X).to(dev, torch.float32)
+        fwd = self.text_forward if tower == "text" else self.image_forward
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            out = torch.cat([fwd(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) \
+                else torch.zeros((0, self.cfg.d), device=dev)
+        self.train(was_training)
+        if isinstance(X, np.ndarray):
+            return out.cpu().numpy()
+        return out.to(X.device)
+
+    def embed_text(self, X: Array, batch_size: int = 8192) -> Array:
+        """``(C, n)`` caption features -> ``(C, d)`` joint-space vectors (NumPy in -> NumPy out)."""
+        return self._embed(X, "text", self.cfg.text_dim, batch_size)
+
+    def embed_image(self, Y: Array, batch_size: int = 8192) -> Array:
+        """``(N, m)`` image features -> ``(N, d)`` joint-space vectors (NumPy in -> NumPy out)."""
+        return self._embed(Y, "image", self.cfg.image_dim, batch_size)
+
+    # ---- save / load ----------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/config.json`` and ``path/weights.pt`` (a state_dict), each atomically."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        with atomic_write(path / "weights.pt", "wb") as f:
+            torch.save(state, f)
+        atomic_write_text(path / "config.json", json.dumps(asdict(self.cfg), indent=2))
+        return path
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, text_dim: int | None = None, image_dim: int | None = None,
+        device: str | torch.device | None = None,
+    ) -> JointModel:
+        """Load a model saved with :meth:`save`; optionally check the feature widths it expects."""
+        path = Path(path)
+        cfg_file, w_file = path / "config.json", path / "weights.pt"
+        for f in (cfg_file, w_file):
+            if not f.is_file():
+                raise ModelError(f"{f} not found; save the model with model.save({str(path)!r}) first.")
+        try:
+            cfg = JointConfig(**json.loads(cfg_file.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as e:
+            raise ModelError(f"{cfg_file} is not a valid crosslab model config ({e}).") from None
+        for what, want, have in (("text", text_dim, cfg.text_dim), ("image", image_dim, cfg.image_dim)):
+            if want is not None and want != have:
+                raise ModelError(
+                    f"{path} was trained on {what} features of width {have}, but yours have {want}; "
+                    "use the encoder it was trained with or train a new model."
+                )
+        try:
+            state = torch.load(w_file, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle / zip errors of many kinds: all mean a bad file
+            raise ModelError(f"{w_file} is corrupt or not a crosslab weights file ({type(e).__name__}).") from None
+        model = cls(cfg)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise ModelError(f"{w_file} does not match {cfg_file}: {first}") from None
+        return model.to(get_device(device))
+
+
+def load(path: str | Path, **kwargs: Any) -> JointModel:
+    """Shorthand for :meth:`JointModel.load`."""
+    return JointModel.load(path, **kwargs)
+
+
+# ----------------------------------------------------------------------------- batching
+def unique_image_batches(
+    caption_to_image: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Shuffle all captions into batches in which every image appears at most once.
+
+    Captions are visited in random order; one whose image is already in the current
+    batch is deferred to the front of the next batch. Batches of fewer than 2
+    captions (only possible at the very end) are dropped: they hold no negatives.
+    """
+    queue = deque(int(c) for c in rng.permutation(len(caption_to_image)))
+    batches: list[np.ndarray] = []
+    while queue:
+        batch, seen, deferred = [], set(), []
+        while queue and len(batch) < batch_size:
+            c = queue.popleft()
+            img = int(caption_to_image[c])
+            if img in seen:
+                deferred.append(c)
+            else:
+                batch.append(c)
+                seen.add(img)
+        queue.extendleft(reversed(deferred))
+        if len(batch) >= 2:
+            batches.append(np.asarray(batch, dtype=np.int64))
+    return batches
+
+
+# ----------------------------------------------------------------------------- training
+def _as_float_tensor(X: Array, name: str) -> torch.Tensor:
+    if not isinstance(X, np.ndarray | torch.Tensor) or X.ndim != 2:
+        raise ShapeError(f"{name} must be a 2-D array (rows x features).")
+    t = torch.as_tensor(X).detach().to("cpu", torch.float32)
+    if not bool(torch.isfinite(t).all()):
+        raise ShapeError(f"{name} contains NaN or infinite values; re-compute the features.")
+    return t
+
+
+def _check_pairs(X: torch.Tensor, Y: torch.Tensor, c2i: Any, what: str) -> np.ndarray:
+    c2i = np.asarray(getattr(c2i, "caption_to_image", c2i), dtype=np.int64)
+    if len(c2i) != len(X):
+        raise ShapeError(f"{what}: {len(X)} caption feature rows but {len(c2i)} caption->image links.")
+    if len(c2i) and (c2i.min() < 0 or c2i.max() >= len(Y)):
+        raise ShapeError(f"{what}: caption_to_image points outside the {len(Y)} image feature rows.")
+    return c2i
+
+
+def fit(
+    text_feats: Array,
+    image_feats: Array,
+    caption_to_image: Any,
+    *,
+    val: tuple[Array, Array, Any] | None = None,
+    d: int = 256,
+    loss: str = "infonce",
+    margin: float = 0.2,
+    temperature: float = 0.07,
+    learn_temperature: bool = True,
+    head: str = "linear",
+    hidden: int = 1024,
+    dropout: float = 0.0,
+    normalize: bool = True,
+    n_negatives: int = 15,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    batch_size: int = 128,
+    epochs: int = 30,
+    patience: int | None = 5,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> tuple[JointModel, dict[str, Any]]:
+    """Train a two-tower model on ``(C, n)`` caption features and ``(N, m)`` image features.
+
+    Args:
+        text_feats: ``(C, n)`` one row per caption. image_feats: ``(N, m)`` one row per image.
+        caption_to_image: ``(C,)`` image index of each caption (or a CaptionedImages).
+        val: optional ``(text_feats, image_feats, caption_to_image)`` of the validation
+            split; then R@K is measured after every epoch, training stops when val rSum
+            has not improved for ``patience`` epochs, and the best epoch's weights are kept.
+        loss: ``"infonce"``, ``"hinge"``, ``"max_violation"`` or ``"bce"`` (see the loss functions).
+        margin: hinge margin. temperature: initial InfoNCE / BCE temperature (learned
+            when ``learn_temperature``). n_negatives: sampled negatives per caption for BCE.
+
+    Returns:
+        ``(model, history)``; ``history`` has per-epoch lists ``loss``, ``temperature`` and,
+        with ``val``, ``val_rsum``, ``val_t2i_r10``, ``val_i2t_r10`` (all val metrics in
+        ``val_metrics``), plus ``best_epoch`` (1-based; the epoch whose weights were kept).
+    """
+    from tqdm.auto import tqdm
+
+    from .retrieval import evaluate
+
+    if loss not in LOSSES:
+        raise ModelError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}.")
+    if batch_size < 2:
+        raise ShapeError(f"batch_size must be >= 2 (a batch needs negatives), got {batch_size}.")
+    X = _as_float_tensor(text_feats, "text features")
+    Y = _as_float_tensor(image_feats, "image features")
+    c2i = _check_pairs(X, Y, caption_to_image, "training data")
+    if len(np.unique(c2i)) < 2:
+        raise ShapeError("training needs captions of at least 2 different images.")
+    if val is not None:
+        vX = _as_float_tensor(val[0], "val text features")
+        vY = _as_float_tensor(val[1], "val image features")
+        vc2i = _check_pairs(vX, vY, val[2], "val data")
+        if vX.shape[1] != X.shape[1] or vY.shape[1] != Y.shape[1]:
+            raise ShapeError("val features must have the same widths as the training features.")
+
+    dev = get_device(device)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    cfg = JointConfig(
+        text_dim=X.shape[1], image_dim=Y.shape[1], d=d, head=head, hidden=hidden, dropout=dropout,
+        normalize=normalize, temperature=temperature, learn_temperature=learn_temperature, loss=loss,
+    )
+    model = JointModel(cfg)
+    # Standardise with the training statistics (images: over images, not captions).
+    for tower, data in ((model.text, X), (model.image, Y)):
+        tower.mean.copy_(data.mean(0))
+        tower.scale.copy_(data.std(0).clamp(min=1e-6))
+    if loss == "bce":
+        model.logit_bias.data.fill_(-math.log(max(n_negatives, 1)))
+    model.to(dev)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    other = [p for n, p in model.named_parameters() if p.ndim <= 1 and p.requires_grad]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}], lr=lr
+    )
+    Xd, Yd = X.to(dev), Y.to(dev)
+    c2i_t = torch.from_numpy(c2i).to(dev)
+    history: dict[str, Any] = {"loss": [], "temperature": [], "val_metrics": [], "val_rsum": [],
+                               "val_t2i_r10": [], "val_i2t_r10": [], "best_epoch": None}
+    best_rsum, best_state, bad = -math.inf, None, 0
+    bar = tqdm(range(epochs), desc=f"fit {loss}", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        total, count = 0.0, 0
+        for b in unique_image_batches(c2i, batch_size, rng):
+            bt = torch.from_numpy(b).to(dev)
+            t = model.text_forward(Xd[bt])
+            v = model.image_forward(Yd[c2i_t[bt]])
+            S = t @ v.T
+            scale = model.logit_scale.clamp(max=math.log(100)).exp()
+            if loss == "infonce":
+                L = infonce_loss(S, 1 / scale)
+            elif loss == "hinge":
+                L = hinge_loss(S, margin)
+            elif loss == "max_violation":
+                L = max_violation_loss(S, margin)
+            else:
+                neg = sample_negatives(len(b), min(n_negatives, len(b) - 1), gen, dev)
+                L = bce_loss(S, neg, scale, model.logit_bias)
+            opt.zero_grad(set_to_none=True)
+            L.backward()
+            opt.step()
+            total += L.item() * len(b)
+            count += len(b)
+        history["loss"].append(total / max(count, 1))
+        history["temperature"].append(model.temperature)
+        post = {"loss": f"{history['loss'][-1]:.4f}"}
+        if val is not None:
+            m = evaluate(model, vc2i, text=vX, image=vY)
+            history["val_metrics"].append(m)
+            for key in ("rsum", "t2i_r10", "i2t_r10"):
+                history[f"val_{key}"].append(m[key])
+            post["val_rsum"] = f"{m['rsum']:.1f}"
+            if m["rsum"] > best_rsum:
+                best_rsum, bad, history["best_epoch"] = m["rsum"], 0, epoch + 1
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+        bar.set_postfix(post)
+        if val is not None and patience is not None and bad >= patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        history["best_epoch"] = len(history["loss"])
+    model.eval()
+    return model, history
