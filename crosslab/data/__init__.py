@@ -1,5 +1,20 @@
 """Datasets: the embedded clip art, synthetic scenes, and loaders for learners' own data."""
 
 from .base import SPLITS, CaptionedImages, load_image, to_rgb
+from .clipart import load_clipart
+from .loaders import load_coco, load_csv, load_image_folder, load_karpathy, load_photos
+from .scenes import make_scenes
 
-__all__ = ["SPLITS", "CaptionedImages", "load_image", "to_rgb"]
+__all__ = [
+    "SPLITS",
+    "CaptionedImages",
+    "load_clipart",
+    "load_coco",
+    "load_csv",
+    "load_image",
+    "load_image_folder",
+    "load_karpathy",
+    "load_photos",
+    "make_scenes",
+    "to_rgb",
+]

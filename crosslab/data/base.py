@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError, ImageError
 
@@ -75,10 +75,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
     """Apply EXIF orientation and convert any PIL mode to 8-bit RGB (transparency on white)."""
     im = ImageOps.exif_transpose(im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        im = Image.fromarray(((arr - lo) * scale).round().astype(np.uint8), mode="L")
+        im = Image.fromarray(_wide_to_uint8(np.asarray(im), im.mode), mode="L")
     if im.mode == "P":
         im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
     if im.mode in ("LA", "PA"):
@@ -90,6 +87,22 @@ def to_rgb(im: Image.Image) -> Image.Image:
     if im.mode != "RGB":
         im = im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
     return im
+
+
+def _wide_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit / 32-bit / float greyscale -> uint8 without changing how bright the picture is.
+
+    16-bit data (and 32-bit ints within 0..65535) are scaled by 255/65535, floats
+    within 0..1 by 255; only values outside those ranges are min-max stretched.
+    """
+    a = arr.astype(np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    if mode.startswith("I;16") or (mode == "I" and lo >= 0 and hi <= 65535):
+        return np.round(a * (255.0 / 65535.0)).astype(np.uint8)
+    if mode == "F" and lo >= 0 and hi <= 1:
+        return np.round(a * 255.0).astype(np.uint8)
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return np.round((a - lo) * scale).astype(np.uint8)
 
 
 def _array_to_rgb(arr: np.ndarray, label: str) -> Image.Image:

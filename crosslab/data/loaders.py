@@ -1,0 +1,520 @@
+"""Loaders for learners' own captioned images, plus a few real photos for out-of-domain queries.
+
+Formats: Karpathy split JSON (``dataset_flickr8k.json``, flickr30k, coco),
+COCO captions JSON (``captions_train2017.json``), a CSV/TSV of
+(image path, caption) rows, and an image-folder tree whose folder names become
+the text (like torchvision's ``ImageFolder``). Each returns a
+:class:`CaptionedImages` whose image paths are relative to the dataset root.
+
+Policies (the same in every loader):
+
+- an annotation file that is missing, is not valid JSON/CSV or lacks the
+  expected keys raises :class:`SchemaError` / :class:`DataError` naming the file;
+- an image path that escapes the dataset root (``../``, absolute paths, links
+  pointing outside) raises :class:`DataError`;
+- duplicate image ids raise :class:`SchemaError`;
+- empty captions are dropped, and images left without any caption are dropped,
+  with one warning giving the counts;
+- a missing image file raises :class:`ImageError` (``on_missing="skip"`` drops
+  those images with one warning giving the count);
+- ``verify=True`` decodes every image up front (slow on big sets) so corrupt,
+  truncated or non-image files and decompression bombs fail now, as
+  :class:`ImageError`, rather than in the middle of feature extraction;
+  with ``on_missing="skip"`` they are dropped with a warning instead.
+
+Images are only ever read: nothing is written into the dataset folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import DataError, ImageError, SchemaError
+from .base import CaptionedImages, load_image
+
+#: File extensions treated as images (as torchvision's ``IMG_EXTENSIONS``).
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+OnMissing = Literal["raise", "skip"]
+
+
+# ----- shared checks --------------------------------------------------------------
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(f"annotation file not found: {path}.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise SchemaError(
+            f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})."
+        ) from None
+    except UnicodeDecodeError:
+        raise SchemaError(
+            f"{path} is not UTF-8 text; is it really a JSON annotation file?"
+        ) from None
+
+
+def _safe_relpath(root: Path, rel: Any, source: str) -> str:
+    """Check that ``rel`` names a file inside ``root``; return it as a POSIX relative path."""
+    if not isinstance(rel, str) or not rel.strip():
+        raise SchemaError(f"{source}: image path must be a non-empty string, got {rel!r}.")
+    p = Path(rel)
+    if p.is_absolute() or ".." in p.parts:
+        raise DataError(
+            f"{source}: image path {rel!r} points outside the dataset folder {root}; "
+            "paths must be relative and stay inside it."
+        )
+    full = (root / p).resolve()
+    if not full.is_relative_to(root.resolve()):  # a symbolic link leading out
+        raise DataError(f"{source}: image path {rel!r} resolves outside the dataset folder {root}.")
+    return p.as_posix()
+
+
+def _assemble(
+    name: str,
+    root: Path,
+    records: list[tuple[str, str, list[Any], str, dict]],
+    source: str,
+    on_missing: OnMissing,
+    verify: bool,
+) -> CaptionedImages:
+    """records: (id, relative path, raw captions, split, meta) -> CaptionedImages, applying the policies."""
+    if on_missing not in ("raise", "skip"):
+        raise DataError(f"on_missing must be 'raise' or 'skip', got {on_missing!r}.")
+    seen: dict[str, int] = {}
+    for k, (iid, *_rest) in enumerate(records):
+        if iid in seen:
+            raise SchemaError(
+                f"{source}: duplicate image id {iid!r} (entries {seen[iid]} and {k}). Ids must be unique."
+            )
+        seen[iid] = k
+    n_empty = n_uncaptioned = 0
+    kept: list[tuple[str, str, list[str], str, dict]] = []
+    for iid, rel, caps, split, meta in records:
+        good = [c.strip() for c in caps if isinstance(c, str) and c.strip()]
+        n_empty += len(caps) - len(good)
+        if not good:
+            n_uncaptioned += 1
+            continue
+        kept.append((iid, rel, good, split, meta))
+    if n_empty or n_uncaptioned:
+        warnings.warn(
+            f"{source}: dropped {n_empty} empty caption(s) and {n_uncaptioned} image(s) left "
+            "without a caption.",
+            stacklevel=3,
+        )
+    bad: list[str] = []
+    final = []
+    for rec in kept:
+        iid, rel = rec[0], rec[1]
+        path = root / rel
+        try:
+            if not path.is_file():
+                raise ImageError(f"{source}: image {iid!r} not found at {path}.")
+            if verify:
+                load_image(path, name=str(path))
+        except ImageError as e:
+            if on_missing == "raise":
+                raise
+            bad.append(str(e))
+            continue
+        final.append(rec)
+    if bad:
+        warnings.warn(
+            f"{source}: skipped {len(bad)} image(s) that are missing or unreadable, e.g. {bad[0]}",
+            stacklevel=3,
+        )
+    if not final:
+        raise DataError(f"{source}: no usable images with captions.")
+    captions, c2i = [], []
+    for i, rec in enumerate(final):
+        captions += rec[2]
+        c2i += [i] * len(rec[2])
+    return CaptionedImages(
+        name=name,
+        ids=[r[0] for r in final],
+        images=[r[1] for r in final],
+        captions=captions,
+        caption_to_image=np.asarray(c2i, dtype=np.int64),
+        split=np.asarray([r[3] for r in final], dtype=object),
+        root=root,
+        meta=[r[4] for r in final],
+    )
+
+
+# ----- Karpathy split JSON ------------------------------------------------------------
+_KARPATHY_SPLIT = {"train": "train", "restval": "train", "val": "val", "test": "test"}
+
+
+def load_karpathy(
+    json_path: Path | str,
+    image_root: Path | str | None = None,
+    *,
+    name: str | None = None,
+    on_missing: OnMissing = "raise",
+    verify: bool = False,
+) -> CaptionedImages:
+    """Load a Karpathy split file (``dataset_flickr8k.json``, ``dataset_flickr30k.json``, ``dataset_coco.json``).
+
+    Expected: ``{"images": [{"filename", "split", "sentences": [{"raw"}], "filepath"?, "imgid"?}]}``.
+    Images are looked up at ``image_root/filepath/filename`` (``filepath`` is
+    COCO's ``train2014``/``val2014``; absent for Flickr). ``restval`` counts as
+    train. ``image_root`` defaults to the JSON file's folder.
+    """
+    json_path = Path(json_path)
+    root = Path(image_root) if image_root is not None else json_path.parent
+    data = _read_json(json_path)
+    src = str(json_path)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise SchemaError(
+            f"{src}: expected a JSON object with an 'images' list (Karpathy split format); "
+            f"got {type(data).__name__}{' with keys ' + str(sorted(data)[:5]) if isinstance(data, dict) else ''}."
+        )
+    records = []
+    for k, im in enumerate(data["images"]):
+        where = f"{src}: images[{k}]"
+        if not isinstance(im, dict) or "filename" not in im or "sentences" not in im:
+            raise SchemaError(f"{where} needs 'filename' and 'sentences' keys.")
+        split = _KARPATHY_SPLIT.get(im.get("split", ""))
+        if split is None:
+            raise SchemaError(
+                f"{where}: split {im.get('split')!r} is not one of {sorted(_KARPATHY_SPLIT)}."
+            )
+        if not isinstance(im["sentences"], list):
+            raise SchemaError(f"{where}: 'sentences' must be a list.")
+        caps = []
+        for s in im["sentences"]:
+            if isinstance(s, dict) and isinstance(s.get("raw"), str):
+                caps.append(s["raw"])
+            elif isinstance(s, dict) and isinstance(s.get("tokens"), list):
+                caps.append(" ".join(map(str, s["tokens"])))
+            else:
+                raise SchemaError(f"{where}: each sentence needs a 'raw' string.")
+        rel = str(Path(im.get("filepath") or "") / str(im["filename"]))
+        rel = _safe_relpath(root, rel, where)
+        iid = str(im.get("imgid", rel)) if "cocoid" not in im else str(im["cocoid"])
+        records.append((iid, rel, caps, split, {"filename": im["filename"]}))
+    return _assemble(
+        name or json_path.stem.removeprefix("dataset_"), root, records, src, on_missing, verify
+    )
+
+
+# ----- COCO captions JSON ---------------------------------------------------------------
+def load_coco(
+    json_path: Path | str,
+    image_root: Path | str | None = None,
+    *,
+    split: str = "",
+    name: str | None = None,
+    on_missing: OnMissing = "raise",
+    verify: bool = False,
+) -> CaptionedImages:
+    """Load a COCO captions file (``captions_train2017.json``) for one image folder.
+
+    Expected: ``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``.
+    All images get the same ``split`` (the file is one split: pass "train", "val"
+    or "test"). ``image_root`` defaults to the JSON file's folder.
+    """
+    json_path = Path(json_path)
+    root = Path(image_root) if image_root is not None else json_path.parent
+    src = str(json_path)
+    data = _read_json(json_path)
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("images"), list)
+        or not isinstance(data.get("annotations"), list)
+    ):
+        raise SchemaError(
+            f"{src}: expected a JSON object with 'images' and 'annotations' lists (COCO captions format)."
+        )
+    order: list[int] = []
+    files: dict[int, str] = {}
+    for k, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+            raise SchemaError(f"{src}: images[{k}] needs 'id' and 'file_name'.")
+        if im["id"] in files:
+            raise SchemaError(
+                f"{src}: duplicate image id {im['id']!r} in 'images'. Ids must be unique."
+            )
+        files[im["id"]] = _safe_relpath(root, im["file_name"], f"{src}: images[{k}]")
+        order.append(im["id"])
+    caps: dict[int, list[Any]] = {i: [] for i in order}
+    for k, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict) or "image_id" not in a or "caption" not in a:
+            raise SchemaError(f"{src}: annotations[{k}] needs 'image_id' and 'caption'.")
+        if a["image_id"] not in caps:
+            raise SchemaError(
+                f"{src}: annotations[{k}] refers to image_id {a['image_id']!r}, which is not in 'images'."
+            )
+        caps[a["image_id"]].append(a["caption"])
+    records = [(str(i), files[i], caps[i], split, {"coco_id": i}) for i in order]
+    return _assemble(name or json_path.stem, root, records, src, on_missing, verify)
+
+
+# ----- CSV / TSV ----------------------------------------------------------------------------
+_IMAGE_COLS = ("image", "image_path", "image_name", "path", "file", "filename", "file_name", "img")
+_CAPTION_COLS = ("caption", "text", "sentence", "comment", "description", "title")
+
+
+def load_csv(
+    path: Path | str,
+    image_root: Path | str | None = None,
+    *,
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    delimiter: str | None = None,
+    name: str | None = None,
+    on_missing: OnMissing = "raise",
+    verify: bool = False,
+) -> CaptionedImages:
+    """Load a CSV/TSV of (image path, caption) rows; rows with the same image give several captions.
+
+    The delimiter is a tab for ``.tsv``/``.tab`` files, else guessed (comma,
+    tab, semicolon, pipe). A header is recognised when its cells name the
+    columns (``image``/``path``/``filename``..., ``caption``/``text``...) or when
+    the first row's first cell is not an image file name; without a header the
+    first two columns are image and caption. An optional ``split`` column gives
+    the split. ``image_root`` defaults to the file's folder.
+    """
+    path = Path(path)
+    root = Path(image_root) if image_root is not None else path.parent
+    src = str(path)
+    if not path.is_file():
+        raise DataError(f"caption file not found: {path}.")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise SchemaError(f"{src} is not UTF-8 text; save it as UTF-8 CSV.") from None
+    if delimiter is None:
+        if path.suffix.lower() in (".tsv", ".tab"):
+            delimiter = "\t"
+        else:
+            try:
+                delimiter = csv.Sniffer().sniff(text[:4096], delimiters=",\t;|").delimiter
+            except csv.Error:
+                delimiter = ","
+    rows = [
+        r for r in csv.reader(text.splitlines(), delimiter=delimiter) if any(c.strip() for c in r)
+    ]
+    if not rows:
+        raise SchemaError(f"{src} has no rows.")
+    first = [c.strip().lower() for c in rows[0]]
+    named = any(c in _IMAGE_COLS + _CAPTION_COLS for c in first) or image_column or caption_column
+    looks_like_data = first[0].endswith(IMG_EXTENSIONS)
+    header = bool(named) or not looks_like_data
+    if header:
+
+        def col(wanted: str | None, candidates: tuple[str, ...], default: int, what: str) -> int:
+            if wanted is not None:
+                if wanted.lower() not in first:
+                    raise SchemaError(
+                        f"{src}: no column named {wanted!r}; the header has {rows[0]}."
+                    )
+                return first.index(wanted.lower())
+            for c in candidates:
+                if c in first:
+                    return first.index(c)
+            if len(first) > default:
+                return default
+            raise SchemaError(f"{src}: cannot find the {what} column in header {rows[0]}.")
+
+        ic = col(image_column, _IMAGE_COLS, 0, "image")
+        cc = col(caption_column, _CAPTION_COLS, 1, "caption")
+        sc = first.index("split") if "split" in first else None
+        body = rows[1:]
+        start = 2
+    else:
+        ic, cc, sc, body, start = 0, 1, None, rows, 1
+    if ic == cc:
+        raise SchemaError(f"{src}: image and caption columns are the same column.")
+    grouped: dict[str, list[str]] = {}
+    splits: dict[str, str] = {}
+    for lineno, r in enumerate(body, start):
+        if len(r) <= max(ic, cc):
+            raise SchemaError(
+                f"{src}:{lineno}: expected at least {max(ic, cc) + 1} columns separated by "
+                f"{delimiter!r}, got {len(r)}: {r!r}."
+            )
+        rel = _safe_relpath(root, r[ic].strip(), f"{src}:{lineno}")
+        grouped.setdefault(rel, []).append(r[cc])
+        if sc is not None and sc < len(r):
+            s = r[sc].strip().lower()
+            s = {"restval": "train", "valid": "val", "validation": "val", "dev": "val"}.get(s, s)
+            if s not in ("train", "val", "test", ""):
+                raise SchemaError(
+                    f"{src}:{lineno}: unknown split {r[sc]!r}; use train, val or test."
+                )
+            if splits.setdefault(rel, s) != s:
+                raise SchemaError(f"{src}:{lineno}: image {rel!r} is listed in two splits.")
+    records = [(rel, rel, caps, splits.get(rel, ""), {}) for rel, caps in grouped.items()]
+    return _assemble(name or path.stem, root, records, src, on_missing, verify)
+
+
+# ----- image-folder tree --------------------------------------------------------------------
+def _label_text(folder: str) -> str:
+    """Folder name -> text: 'golden_retriever' -> 'golden retriever', 'n01440764-tench' -> 'tench'."""
+    s = re.sub(r"^n\d{8}[-_ ]?", "", folder)  # ImageNet synset ids
+    s = re.sub(r"[_\-.]+", " ", s)
+    s = re.sub(r"([a-z])([A-Z])", r"\1 \2", s)
+    return re.sub(r"\s+", " ", s).strip().lower() or folder
+
+
+def load_image_folder(
+    root: Path | str,
+    *,
+    template: str = "{}",
+    name: str | None = None,
+    verify: bool = False,
+    on_missing: OnMissing = "raise",
+) -> CaptionedImages:
+    """Load ``root/<class>/<image>`` (torchvision ``ImageFolder`` layout); the class name is the caption.
+
+    Captions are ``template.format(label)`` ("a photo of a {}" is a common
+    choice). When ``root`` holds ``train``/``val``/``test`` folders, each is an
+    ImageFolder and gives the split. Files without an image extension are
+    skipped with one warning giving the count. ``meta[i]["label"]`` is the class.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}.")
+    if "{}" not in template:
+        raise DataError(f"template must contain '{{}}' where the label goes, got {template!r}.")
+    split_dirs = [s for s in ("train", "val", "test") if (root / s).is_dir()]
+    parts = [(s, root / s) for s in split_dirs] or [("", root)]
+    records = []
+    skipped = 0
+    for split, base in parts:
+        classes = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+        for cdir in classes:
+            label = _label_text(cdir.name)
+            for f in sorted(cdir.rglob("*")):
+                if f.is_dir() or f.name.startswith("."):
+                    continue
+                if f.suffix.lower() not in IMG_EXTENSIONS:
+                    skipped += 1
+                    continue
+                rel = _safe_relpath(root, f.relative_to(root).as_posix(), str(root))
+                records.append((rel, rel, [template.format(label)], split, {"label": label}))
+    if skipped:
+        warnings.warn(
+            f"{root}: skipped {skipped} file(s) without an image extension.", stacklevel=2
+        )
+    if not records:
+        raise DataError(
+            f"{root}: no images found; expected class folders with images inside "
+            "(root/<class>/<image>.jpg), optionally under train/val/test."
+        )
+    return _assemble(name or root.name, root, records, str(root), on_missing, verify)
+
+
+# ----- real photos for out-of-domain queries ----------------------------------------------
+#: (loader, name, human captions). Only photos bundled with the packages (no download).
+_PHOTOS = [
+    (
+        "skimage",
+        "astronaut",
+        [
+            "an astronaut in a white space suit in front of a flag",
+            "portrait of a smiling woman astronaut",
+        ],
+    ),
+    ("skimage", "chelsea", ["a ginger tabby cat looking to the side", "close-up of a cat's face"]),
+    (
+        "skimage",
+        "coffee",
+        ["a cup of coffee on a saucer with a spoon", "a white coffee cup on a red table"],
+    ),
+    (
+        "skimage",
+        "rocket",
+        ["a rocket on the launch pad", "a space rocket ready for launch under a blue sky"],
+    ),
+    (
+        "skimage",
+        "stereo_motorcycle",
+        ["a red motorcycle parked indoors", "a motorbike seen from the side"],
+    ),
+    (
+        "skimage",
+        "hubble_deep_field",
+        ["galaxies in deep space seen by a telescope", "a night sky full of stars and galaxies"],
+    ),
+    (
+        "skimage",
+        "immunohistochemistry",
+        [
+            "a stained tissue sample under a microscope",
+            "purple and brown cells in a microscope image",
+        ],
+    ),
+    (
+        "skimage",
+        "retina",
+        ["a photograph of the retina of a human eye", "blood vessels at the back of an eye"],
+    ),
+    (
+        "skimage",
+        "camera",
+        ["a black and white photo of a man with a camera on a tripod", "a cameraman in a field"],
+    ),
+    ("skimage", "coins", ["old coins on a dark background", "a grey photo of many coins"]),
+    ("skimage", "moon", ["the surface of the moon with craters", "a grey photo of lunar craters"]),
+    ("skimage", "clock", ["a wall clock seen at an angle", "a black and white photo of a clock"]),
+    ("skimage", "brick", ["a brick wall", "a grey wall of bricks"]),
+    ("skimage", "grass", ["a close-up of grass", "blades of grass in black and white"]),
+    ("skimage", "gravel", ["a close-up of gravel", "small stones on the ground"]),
+    ("skimage", "page", ["a page of printed text", "a scanned page of a book"]),
+    (
+        "sklearn",
+        "china.jpg",
+        ["a Chinese temple with trees in front", "a pagoda roof under a blue sky"],
+    ),
+    ("sklearn", "flower.jpg", ["a pink flower with a yellow centre", "a close-up of a flower"]),
+]
+
+
+def load_photos() -> CaptionedImages:
+    """Real photos bundled with scikit-image and scikit-learn, with short human captions.
+
+    Images are in-memory uint8 arrays ``(H, W, 3)`` (greyscale photos converted to RGB);
+    no split (``split == ""``): they are for out-of-domain queries, not training.
+    """
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    samples = load_sample_images()
+    sk = {Path(f).name: img for f, img in zip(samples.filenames, samples.images, strict=True)}
+    ids, images, captions, c2i, meta = [], [], [], [], []
+    for lib, key, caps in _PHOTOS:
+        if lib == "skimage":
+            arr = getattr(skimage.data, key)()
+            arr = (
+                arr[0] if isinstance(arr, tuple) else arr
+            )  # stereo_motorcycle: (left, right, disp)
+        else:
+            arr = sk[key]
+        arr = np.asarray(arr)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        i = len(ids)
+        ids.append(Path(key).stem)
+        images.append(np.ascontiguousarray(arr[:, :, :3].astype(np.uint8)))
+        captions += caps
+        c2i += [i] * len(caps)
+        meta.append({"source": f"{'scikit-image' if lib == 'skimage' else 'scikit-learn'}: {key}"})
+    return CaptionedImages(
+        name="photos",
+        ids=ids,
+        images=images,
+        captions=captions,
+        caption_to_image=np.asarray(c2i, dtype=np.int64),
+        split=np.full(len(ids), "", dtype=object),
+        meta=meta,
+    )
