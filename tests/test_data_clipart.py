@@ -100,13 +100,22 @@ def test_missing_or_bad_manifest(tmp_path):
 def test_rebuild_matches_committed(tmp_path):
     """Re-run the build on the Debian package: same manifest, same bytes for a subset of images."""
     if not SRC.is_dir():
-        pytest.skip("Debian package openclipart-svg is not installed (apt-get install openclipart-svg)")
+        pytest.skip(
+            "Debian package openclipart-svg is not installed (apt-get install openclipart-svg)"
+        )
     if shutil.which("rsvg-convert") is None:
         pytest.skip("rsvg-convert is not installed (apt-get install librsvg2-bin)")
     out = tmp_path / "clipart"
     # A full rebuild takes about a minute on 2 cores; 40 images spread over the set suffice here.
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "build_clipart.py"), "--out", str(out), "--only", "40"],
+        [
+            sys.executable,
+            str(REPO / "scripts" / "build_clipart.py"),
+            "--out",
+            str(out),
+            "--only",
+            "40",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
