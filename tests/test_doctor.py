@@ -57,6 +57,17 @@ def test_installed_assets_are_found(report):
     assert f"{n / 1e6:.2f} M parameters" in report["EfficientNet-Lite0 weights"].detail
 
 
+def test_embedded_clipart_is_found(report):
+    manifest = dr.clipart_dir() / "manifest.jsonl"
+    if not manifest.is_file():
+        pytest.skip("data/clipart is not in this checkout")
+    # Counted independently from the manifest (one JSON object per image, with its captions).
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    c = report["embedded data (clipart)"]
+    assert c.ok, c
+    assert c.detail.startswith(f"{len(rows):,} images, {sum(len(r['captions']) for r in rows):,} captions")
+
+
 def _lite0_parameters(state):
     # Batch-norm layers carry running statistics next to their weight/bias; those are not parameters.
     stats = ("running_mean", "running_var", "num_batches_tracked")
