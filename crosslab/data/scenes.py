@@ -58,9 +58,15 @@ def _mask(shape: str, cx: float, cy: float, r: float, yy: np.ndarray, xx: np.nda
 def draw_scene(objects: list[dict], size: int = 64) -> np.ndarray:
     """Render objects (dicts with shape, colour, cx, cy, r in pixels) on white: (size, size, 3) uint8."""
     img = np.full((size, size, 3), 255, dtype=np.uint8)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     for o in objects:
-        img[_mask(o["shape"], o["cx"], o["cy"], o["r"], yy, xx)] = COLOURS[o["colour"]]
+        # Only the shape's bounding box is tested, pixel centres at +0.5.
+        reach = 1.2 * o["r"] + 1
+        y0, y1 = max(0, int(o["cy"] - reach)), min(size, int(o["cy"] + reach) + 1)
+        x0, x1 = max(0, int(o["cx"] - reach)), min(size, int(o["cx"] + reach) + 1)
+        yy = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5
+        xx = np.arange(x0, x1, dtype=np.float32)[None, :] + 0.5
+        mask = _mask(o["shape"], o["cx"], o["cy"], o["r"], yy, xx)
+        img[y0:y1, x0:x1][mask] = COLOURS[o["colour"]]
     return img
 
 
@@ -128,25 +134,27 @@ def scene_captions(objects: list[dict]) -> list[str]:
 
 # ----- sampling ------------------------------------------------------------------
 def _sample_objects(rng: np.random.Generator, k: int, size: int) -> list[dict]:
-    cells = rng.choice(9, size=k, replace=False)
-    colours = rng.choice(len(COLOURS), size=k, replace=False)  # distinct colours per scene
+    # Few, batched generator calls: per-call overhead, not arithmetic, dominates here.
+    cells = rng.permutation(9)[:k]
+    colours = rng.permutation(len(COLOURS))[:k]  # distinct colours per scene
+    u = rng.random((k, 4))  # size, shape, jitter x, jitter y
     names = list(COLOURS)
     cell = size / 3
     objects = []
-    for cell_id, ci in zip(cells, colours, strict=True):
-        row, col = divmod(int(cell_id), 3)
-        sz = "small" if rng.random() < 0.5 else "large"
+    for j in range(k):
+        row, col = divmod(int(cells[j]), 3)
+        sz = "small" if u[j, 0] < 0.5 else "large"
         r = SIZES[sz] * size
         jitter = max(0.0, cell / 2 - r - 1)  # stay inside the cell
         objects.append(
             {
-                "shape": SHAPES[int(rng.integers(len(SHAPES)))],
-                "colour": names[int(ci)],
+                "shape": SHAPES[int(u[j, 1] * len(SHAPES))],
+                "colour": names[int(colours[j])],
                 "size": sz,
                 "row": row,
                 "col": col,
-                "cx": float((col + 0.5) * cell + rng.uniform(-jitter, jitter)),
-                "cy": float((row + 0.5) * cell + rng.uniform(-jitter, jitter)),
+                "cx": (col + 0.5) * cell + (2 * float(u[j, 2]) - 1) * jitter,
+                "cy": (row + 0.5) * cell + (2 * float(u[j, 3]) - 1) * jitter,
                 "r": float(r),
             }
         )
@@ -200,9 +208,8 @@ def make_scenes(n: int, seed: int = 0, size: int = 64, hard_pairs: bool = False)
         draws = rng.random(n // 2)
         split_draw = np.repeat(draws, 2)
     else:
-        for _ in range(n):
-            k = int(rng.integers(1, 4))
-            scenes.append(_sample_objects(rng, k, size))
+        for k in rng.integers(1, 4, size=n):
+            scenes.append(_sample_objects(rng, int(k), size))
             extra.append({})
         split_draw = rng.random(n)
     split = np.where(
