@@ -18,14 +18,20 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
     """Return the device to compute on: ``prefer``, else $CROSSLAB_DEVICE, else cuda > mps > cpu."""
     choice = prefer if prefer is not None else os.environ.get("CROSSLAB_DEVICE")
     if choice is not None:
-        dev = torch.device(choice)
+        try:
+            dev = torch.device(choice)
+        except (RuntimeError, TypeError):
+            source = "prefer" if prefer is not None else "CROSSLAB_DEVICE"
+            raise CrosslabError(
+                f"{source}={choice!r} is not a device torch knows; use 'cpu', 'cuda', 'cuda:1' or 'mps'."
+            ) from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise CrosslabError(
                 f"device {str(dev)!r} was asked for, but torch sees no CUDA GPU here. "
                 "Use device='cpu' (or unset CROSSLAB_DEVICE)."
             )
         if dev.type == "mps" and not _mps_available():
-            raise CrosslabError(f"device 'mps' was asked for, but it is not available here. Use 'cpu'.")
+            raise CrosslabError("device 'mps' was asked for, but it is not available here. Use 'cpu'.")
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
