@@ -302,3 +302,27 @@ def test_cpu_and_gpu_agree(monkeypatch):
         assert cos.min() > 0.999
         np.testing.assert_allclose(a, b, rtol=0.02, atol=0.02)
     assert [n for n, _ in gpu_enc.predict(imgs[0], 3)] == [n for n, _ in I.ImageEncoder(device="cpu").predict(imgs[0], 3)]
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_features_command_computes_then_hits(capsys):
+    from crosslab.__main__ import main
+
+    argv = ["features", "--data", "scenes", "--scenes", "8", "--image-size", "64",
+            "--text", "word2vec", "--pooling", "sif"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "(8, 1280)" in first and "(8, 1000)" in first and "cache miss" in first
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    assert second.count("cache hit") == 2 and "features (40, 100)" in second
+
+
+def test_features_command_reports_bad_input(capsys, tmp_path):
+    from crosslab.__main__ import main
+
+    assert main(["features", "--data", str(tmp_path / "nowhere")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["features", "--data", "scenes", "--scenes", "4", "--encoder", "resnet18",
+                 "--weights", str(tmp_path / "none.pth"), "--text", "none"]) == 1
+    assert "weights file not found" in capsys.readouterr().err

@@ -1,0 +1,183 @@
+"""Image feature extraction: the full pipeline against the model alone, and the input-size trade-off.
+
+    python -m benchmarks.bench_extraction [--quick] [--device cpu|cuda]
+
+*Pipeline* = ``ImageEncoder.extract`` (decode PNG -> RGB -> resize/crop -> batch ->
+normalise -> CNN -> pooled features + logits), cache off. *Model only* = the same
+forward pass over tensors decoded and transformed beforehand. The overhead is
+``pipeline time / model time - 1``; goal <= 20 %. Both are medians over repeats,
+measured in the same process one after the other.
+
+Full mode also extracts the whole clip-art set at several input sizes and fits a
+linear probe (logistic regression on the top-level drawing category, train split
+-> test split) to show what each size buys, and times a warm cache load (goal < 2 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+try:  # as part of the benchmarks package (make bench) or run as a module
+    from . import _harness
+except ImportError:  # pragma: no cover - run as a plain script
+    _harness = None  # type: ignore[assignment]
+
+from crosslab import image as I
+from crosslab.device import describe, get_device
+
+
+def _dataset(quick: bool):
+    """The clip-art set, or synthetic scenes when the clip art is not installed."""
+    import crosslab.data as D
+
+    try:
+        return D.load_clipart(), "clipart"
+    except Exception:  # noqa: BLE001 - any failure: fall back to data that needs no files
+        return D.make_scenes(300 if quick else 3000, seed=0), "scenes"
+
+
+def _median_time(fn, repeats: int, device: torch.device) -> dict[str, Any]:
+    if _harness is not None:
+        return _harness.timeit(fn, repeats, device=device)
+    fn()
+    samples = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        samples.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(samples), "repeats": len(samples), "samples_s": samples}
+
+
+def pipeline_vs_model(enc: I.ImageEncoder, ds, batch_size: int, repeats: int, workers: int = 0) -> dict:
+    """Images/s of ``extract`` (cache off) and of the forward pass alone on pre-decoded tensors."""
+    n = len(ds)
+    pre = torch.stack([enc.transform(ds.load_image(i)) for i in range(n)])  # uint8 (n, 3, S, S)
+
+    @torch.inference_mode()
+    def model_only():
+        for s in range(0, n, batch_size):
+            enc._forward(pre[s : s + batch_size])
+
+    def pipeline():
+        enc.extract(ds, batch_size=batch_size, num_workers=workers, cache=False, progress=False)
+
+    # Interleave so both see the same machine load; medians over the repeats.
+    m_samples, p_samples = [], []
+    for _ in range(repeats):
+        m_samples += _median_time(model_only, 1, enc.device)["samples_s"]
+        p_samples += _median_time(pipeline, 1, enc.device)["samples_s"]
+    m, p = statistics.median(m_samples), statistics.median(p_samples)
+    return {
+        "encoder": enc.name, "device": str(enc.device), "image_size": enc.image_size, "n_images": n,
+        "batch_size": batch_size, "num_workers": workers, "repeats": repeats,
+        "model_img_s": round(n / m, 1), "pipeline_img_s": round(n / p, 1),
+        "overhead": round(p / m - 1, 3),
+    }
+
+
+def size_tradeoff(ds, sizes: tuple[int, ...], device: torch.device, batch_size: int = 32) -> list[dict]:
+    """Whole-set extraction time and linear-probe category accuracy for each input size."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.array([m.get("category", "") for m in ds.meta]) if ds.meta else None
+    rows = []
+    for size in sizes:
+        enc = I.ImageEncoder(image_size=size, device=device)
+        t0 = time.perf_counter()
+        X = enc.extract(ds, batch_size=batch_size, cache=False, progress=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        row: dict[str, Any] = {"image_size": size, "n_images": len(ds), "seconds": round(dt, 1),
+                               "img_s": round(len(ds) / dt, 1)}
+        if labels is not None:
+            tr, te = ds.split == "train", ds.split == "test"
+            sc = StandardScaler().fit(X[tr])
+            clf = LogisticRegression(C=0.05, max_iter=2000).fit(sc.transform(X[tr]), labels[tr])
+            pred = clf.predict(sc.transform(X[te]))
+            row["probe_acc"] = round(float((pred == labels[te]).mean()), 3)
+            row["probe_bal_acc"] = round(float(balanced_accuracy_score(labels[te], pred)), 3)
+        rows.append(row)
+    return rows
+
+
+def cache_roundtrip(ds, device: torch.device) -> dict:
+    """Cold extraction of the whole set into an empty cache, then a warm load (fresh encoder)."""
+    old = os.environ.get("CROSSLAB_CACHE")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["CROSSLAB_CACHE"] = tmp
+        try:
+            enc = I.ImageEncoder(device=device)
+            t0 = time.perf_counter()
+            enc.extract(ds, progress=False)
+            cold = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            enc2 = I.ImageEncoder(device=device)  # a new notebook session: build + hash + load
+            enc2.extract(ds, progress=False)
+            warm = time.perf_counter() - t0
+            assert enc2.last_cache_info_ is not None and enc2.last_cache_info_.hit
+            size_mb = enc2.last_cache_info_.path.stat().st_size / 2**20
+        finally:
+            if old is None:
+                os.environ.pop("CROSSLAB_CACHE", None)
+            else:
+                os.environ["CROSSLAB_CACHE"] = old
+    return {"n_images": len(ds), "cold_s": round(cold, 1), "warm_load_s": round(warm, 2),
+            "cache_file_mb": round(size_mb, 1), "warm_goal_met": warm < 2.0}
+
+
+def run(quick: bool, device: str | torch.device | None = None) -> dict[str, Any]:
+    """Measure extraction throughput (and, in full mode, the size trade-off and cache timings)."""
+    dev = get_device(device) if device is not None else torch.device("cpu")
+    ds, name = _dataset(quick)
+    n = 64 if quick else 512
+    sub = ds.select(np.arange(min(n, len(ds))), name=f"{name}-bench")
+    enc = I.ImageEncoder(device=dev)
+    out: dict[str, Any] = {
+        "dataset": f"{name} ({len(ds)} images, native {ds.load_image(0).size[0]} px)",
+        "device": describe(dev),
+        "torch_threads": torch.get_num_threads(),
+        "machine": _harness.machine_info([dev]) if _harness is not None else {},
+        "note": "pipeline = decode + transform + model (extract, cache off); model = forward on "
+                "pre-decoded uint8 tensors; overhead = pipeline/model - 1 (goal <= 0.2)",
+    }
+    rows = [pipeline_vs_model(enc, sub, 32, 1 if quick else 3, workers=0)]
+    if not quick:
+        rows.append(pipeline_vs_model(enc, sub, 32, 1, workers=2))
+    out["pipeline_vs_model"] = rows
+    out["overhead"] = rows[0]["overhead"]
+    out["overhead_goal_met"] = rows[0]["overhead"] <= 0.2
+    if not quick:
+        out["size_tradeoff"] = size_tradeoff(ds, (128, 160, 224), dev)
+        out["cache"] = cache_roundtrip(ds, dev)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default=None)
+    args = p.parse_args(argv)
+    res = run(args.quick, args.device)
+    res.pop("machine", None)
+    print(json.dumps(res, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
