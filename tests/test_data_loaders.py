@@ -155,8 +155,16 @@ def test_symlink_escape(tmp_path):
 
 def test_karpathy_duplicate_ids(tmp_path):
     _png(tmp_path / "a.jpg")
-    js = _karpathy(tmp_path, [_kimg("a.jpg", "train", ["x"], 7), _kimg("a.jpg", "test", ["y"], 7)])
+    _png(tmp_path / "b.jpg")
+    js = _karpathy(tmp_path, [_kimg("a.jpg", "train", ["x"], 7), _kimg("b.jpg", "test", ["y"], 7)])
     with pytest.raises(SchemaError, match="duplicate image id '7'"):
+        load_karpathy(js)
+
+
+def test_karpathy_same_file_twice(tmp_path):
+    _png(tmp_path / "a.jpg")
+    js = _karpathy(tmp_path, [_kimg("a.jpg", "train", ["x"], 1), _kimg("a.jpg", "train", ["y"], 2)])
+    with pytest.raises(SchemaError, match="'a.jpg' is listed twice"):
         load_karpathy(js)
 
 

@@ -12,7 +12,7 @@ Policies (the same in every loader):
   expected keys raises :class:`SchemaError` / :class:`DataError` naming the file;
 - an image path that escapes the dataset root (``../``, absolute paths, links
   pointing outside) raises :class:`DataError`;
-- duplicate image ids raise :class:`SchemaError`;
+- duplicate image ids, or one image file listed twice, raise :class:`SchemaError`;
 - empty captions are dropped, and images left without any caption are dropped,
   with one warning giving the counts;
 - a missing image file raises :class:`ImageError` (``on_missing="skip"`` drops
@@ -89,7 +89,14 @@ def _assemble(
     if on_missing not in ("raise", "skip"):
         raise DataError(f"on_missing must be 'raise' or 'skip', got {on_missing!r}.")
     seen: dict[str, int] = {}
-    for k, (iid, *_rest) in enumerate(records):
+    paths: dict[str, int] = {}
+    for k, (iid, rel, *_rest) in enumerate(records):
+        if rel in paths:
+            raise SchemaError(
+                f"{source}: image file {rel!r} is listed twice (entries {paths[rel]} and {k}); "
+                "give each image one entry with all its captions."
+            )
+        paths[rel] = k
         if iid in seen:
             raise SchemaError(
                 f"{source}: duplicate image id {iid!r} (entries {seen[iid]} and {k}). Ids must be unique."
