@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-want=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+# sha256sum on Linux, shasum on macOS: the same digest either way.
+sha256() { if command -v sha256sum >/dev/null 2>&1; then sha256sum; else shasum -a 256; fi; }
+want=$(cat requirements.lock pyproject.toml | sha256 | cut -c1-16)
 stamp="$VENV/.crosslab-lock"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
