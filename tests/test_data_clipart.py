@@ -57,6 +57,13 @@ def test_images_exist_and_decode(ds):
         assert (arr[0, 0] == 255).all() or (arr == 255).all(axis=2).any()  # drawn on white
 
 
+def test_committed_images_match_manifest_checksums():
+    rows = [json.loads(line) for line in (DEFAULT_ROOT / "manifest.jsonl").open()]
+    for row in rows:
+        data = (DEFAULT_ROOT / row["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["sha256"], row["file"]
+
+
 def test_total_size_within_budget():
     total = sum(p.stat().st_size for p in DEFAULT_ROOT.rglob("*") if p.is_file())
     assert total <= 30_000_000
