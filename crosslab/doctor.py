@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 import platform
 import sys
 import textwrap
@@ -302,6 +303,27 @@ def check_clipart(root: Path | None = None) -> Check:
     return Check(item, OK, f"{len(ds):,} images, {ds.n_captions:,} captions ({counts})")
 
 
+def check_cache() -> Check:
+    """Where features are cached and whether that folder can be written (nothing is written here)."""
+    item = "feature cache"
+    from .cache import cache_root
+
+    root = cache_root()
+    hint = "set CROSSLAB_CACHE to a writable folder (e.g. export CROSSLAB_CACHE=$HOME/crosslab-cache)"
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return Check(item, ERROR, f"{root}: {existing} is a file, not a folder; {hint}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return Check(item, ERROR, f"{root}: {existing} is not writable; {hint}")
+    if not root.is_dir():
+        return Check(item, OK, f"{root} (empty; created on first use)")
+    files = [f for f in root.rglob("*") if f.is_file()]
+    size = sum(f.stat().st_size for f in files)
+    return Check(item, OK, f"{root} ({len(files)} files, {size / 1e6:.1f} MB)")
+
+
 def check_imagenet_classes() -> Check:
     item = "ImageNet class names"
     try:
@@ -342,5 +364,6 @@ def doctor(
                         lambda: check_lite0_weights(weights_path)))
     checks.append(check_glove(glove_root))
     checks.append(check_clipart(clipart_root))
+    checks.append(check_cache())
     checks.append(needs(vision_ok, "torchvision", "ImageNet class names", check_imagenet_classes))
     return Report(checks)

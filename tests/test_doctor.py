@@ -20,7 +20,7 @@ from crosslab.errors import DataError
 ITEMS = [
     "python", "torch", "torchvision", "gensim", "numpy", "scikit-learn", "ipywidgets",
     "jupyterlab", "torchvision ops", "device", "EfficientNet-Lite0 weights",
-    "GloVe 6B 50d vectors", "embedded data (clipart)", "ImageNet class names",
+    "GloVe 6B 50d vectors", "embedded data (clipart)", "feature cache", "ImageNet class names",
 ]
 
 
@@ -141,6 +141,23 @@ def test_clipart_states(tmp_path, monkeypatch):
     monkeypatch.setattr(crosslab.data, "load_clipart", broken)
     c = dr.check_clipart(tmp_path)
     assert c.status == dr.ERROR and "line 3 is not JSON" in c.detail and "git checkout" in c.detail
+
+
+def test_feature_cache_row(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path / "new" / "cache"))
+    c = dr.check_cache()
+    assert c.ok and "created on first use" in c.detail
+    assert not (tmp_path / "new").exists()  # the doctor only looks, it writes nothing
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "a.npz").write_bytes(b"x" * 2_000_000)
+    monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path / "c"))
+    assert dr.check_cache().detail == f"{tmp_path / 'c'} (1 files, 2.0 MB)"
+
+    (tmp_path / "f").write_text("a file")
+    monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path / "f" / "cache"))
+    c = dr.check_cache()
+    assert c.status == dr.ERROR and "is a file, not a folder" in c.detail and "CROSSLAB_CACHE" in c.detail
 
 
 def test_package_rows():
