@@ -1,0 +1,76 @@
+"""Build the lesson notebooks from their plain-text sources in ``scripts/lessons/``.
+
+    python scripts/build_notebooks.py            # every lesson -> notebooks/NN_name.ipynb (no outputs)
+    python scripts/build_notebooks.py 03 05      # only these
+    python scripts/run_course.py --inplace --only 03   # then execute it and keep the outputs
+
+A source is a ``.py`` file in the "percent" format (as jupytext writes it): a line
+``# %%`` starts a code cell, ``# %% [markdown]`` a Markdown cell whose lines are
+comments (``# `` is stripped). Sources diff and review like code; the committed
+notebooks carry the executed outputs that nbval checks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ROOT / "scripts" / "lessons"
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def parse(text: str) -> list[tuple[str, str]]:
+    """``[(kind, source)]`` cells of a percent-format script (kind: "code" or "markdown")."""
+    cells: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("# %%"):
+            cells.append(("markdown" if "[markdown]" in line else "code", []))
+        elif cells:
+            kind, lines = cells[-1]
+            if kind == "markdown":
+                line = line[2:] if line.startswith("# ") else line.lstrip("#")
+            lines.append(line)
+    out = []
+    for kind, lines in cells:
+        src = "\n".join(lines).strip("\n")
+        if src.strip():
+            out.append((kind, src))
+    return out
+
+
+def build(src: Path) -> Path:
+    """Write ``notebooks/<src stem>.ipynb`` (outputs empty) from one source file."""
+    from crosslab._io import atomic_write_text
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
+    for i, (kind, source) in enumerate(parse(src.read_text(encoding="utf-8"))):
+        cell = (nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell)(source)
+        cell.id = f"{src.stem[:2]}-{i:03d}"  # stable ids: rebuilding does not churn the diff
+        nb.cells.append(cell)
+    nbformat.validate(nb)
+    out = NOTEBOOKS / f"{src.stem}.ipynb"
+    atomic_write_text(out, nbformat.writes(nb) + "\n")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    srcs = sorted(SOURCES.glob("[0-9][0-9]_*.py"))
+    if argv:
+        srcs = [s for s in srcs if any(s.name.startswith(a) for a in argv)]
+    if not srcs:
+        print(f"no lesson sources matching {argv} in {SOURCES}", file=sys.stderr)
+        return 1
+    for s in srcs:
+        print(build(s).relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
