@@ -319,9 +319,10 @@ def check_cache() -> Check:
         return Check(item, ERROR, f"{root}: {existing} is not writable; {hint}")
     if not root.is_dir():
         return Check(item, OK, f"{root} (empty; created on first use)")
-    files = [f for f in root.rglob("*") if f.is_file()]
-    size = sum(f.stat().st_size for f in files)
-    return Check(item, OK, f"{root} ({len(files)} files, {size / 1e6:.1f} MB)")
+    # Entries are the .npz files at the top (crosslab.cache); nothing below is walked.
+    entries = list(root.glob("*.npz"))
+    size = sum(f.stat().st_size for f in entries)
+    return Check(item, OK, f"{root} ({len(entries)} entries, {size / 1e6:.1f} MB)")
 
 
 def check_imagenet_classes() -> Check:

@@ -152,7 +152,8 @@ def test_feature_cache_row(tmp_path, monkeypatch):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "a.npz").write_bytes(b"x" * 2_000_000)
     monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path / "c"))
-    assert dr.check_cache().detail == f"{tmp_path / 'c'} (1 files, 2.0 MB)"
+    (tmp_path / "c" / "notes.txt").write_text("not an entry")
+    assert dr.check_cache().detail == f"{tmp_path / 'c'} (1 entries, 2.0 MB)"
 
     (tmp_path / "f").write_text("a file")
     monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path / "f" / "cache"))
