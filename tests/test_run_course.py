@@ -167,3 +167,29 @@ def test_sanitize_makes_runs_equal(a, b):
 ])
 def test_sanitize_leaves_results_alone(text):
     assert sanitize(text) == text
+
+
+def test_nbval_passes_a_rerun_only_thanks_to_sanitize(tmp_path):
+    """End to end: execute a notebook, then nbval re-runs it; outputs differ only in masked parts."""
+    import subprocess
+
+    nbdir = tmp_path / "nb"
+    nbdir.mkdir()
+    _write(
+        nbdir / "00_noisy.ipynb",
+        "import time, warnings\nwarnings.warn('careful')",  # names /tmp/ipykernel_<pid>/<n>.py
+        "t = time.perf_counter(); time.sleep(0.01)\nprint(f'took {time.perf_counter() - t:.6f} s')",
+        "class A: pass\nA()",  # <__main__.A object at 0x7f...>
+        "import sys\nfrom tqdm import tqdm\nfor _ in tqdm(range(3), file=sys.stdout): time.sleep(0.01)",
+        "print(6 * 7)",
+    )
+    assert rc.main(["--notebooks", str(nbdir), "--out", str(tmp_path / "out"), "--inplace"]) == 0
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+           str(nbdir / "00_noisy.ipynb")]
+    plain = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    # The four noisy cells' raw outputs do differ between runs (the last cell's does not) ...
+    assert plain.returncode == 1 and "4 failed, 1 passed" in plain.stdout, plain.stdout
+    masked = subprocess.run([*cmd, "--nbval-sanitize-with", str(ROOT / "notebooks" / "sanitize.cfg")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    # ... and only in what sanitize.cfg masks.
+    assert masked.returncode == 0 and "5 passed" in masked.stdout, masked.stdout
