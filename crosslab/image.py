@@ -125,6 +125,38 @@ class _ResNetBackbone(nn.Module):
         return grid, n.fc(grid.mean((2, 3)))
 
 
+# (conv, batch-norm) attribute pairs that run back to back in the forward passes above:
+# EfficientNet-Lite stem/head and MBConv blocks, torchvision ResNet stem and blocks.
+_CONV_BN_PAIRS = (
+    ("_conv_stem", "_bn0"), ("_conv_head", "_bn1"), ("_expand_conv", "_bn0"),
+    ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"),
+    ("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"),
+)
+
+
+def _fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm into the convolution before it (inference only).
+
+    ``bn(conv(x)) == conv'(x)`` with rescaled weights and a bias, so the network
+    computes the same function (up to float rounding, ~1e-5) with one pass less
+    over each activation map. Together with channels-last memory this makes CPU
+    extraction about twice as fast.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for mod in list(model.modules()):
+        for conv_name, bn_name in _CONV_BN_PAIRS:
+            conv, bn = getattr(mod, conv_name, None), getattr(mod, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(mod, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(mod, bn_name, nn.Identity())
+        if isinstance(mod, nn.Sequential) and len(mod) == 2 and isinstance(mod[0], nn.Conv2d) \
+                and isinstance(mod[1], nn.BatchNorm2d):  # ResNet's downsample branch
+            mod[0] = fuse_conv_bn_eval(mod[0], mod[1])
+            mod[1] = nn.Identity()
+    return model
+
+
 def _fresh(build: Callable[[], nn.Module]) -> nn.Module:
     # Random initialisation from a fixed seed, without disturbing the caller's RNG state:
     # "random weights" are then the same network every time (and in the cache key).
@@ -410,8 +442,9 @@ class ImageEncoder:
         self.device = get_device(device)
         with contextlib.redirect_stdout(io.StringIO()):  # the lite package prints on load
             model = self.spec.builder(src, self.image_size)
-        self.model = model.eval().to(self.device)
-        self._weights_hash: str | None = None
+        # The weights hash (cache key) is taken from the weights as loaded, before folding.
+        self._weights_hash = self._hash_state(model)
+        self.model = _fold_batchnorm(model.eval()).to(self.device, memory_format=torch.channels_last)
         self.last_cache_info_: CacheInfo | None = None
 
     # ----- identity -------------------------------------------------------------
@@ -431,15 +464,17 @@ class ImageEncoder:
         )
 
     def weights_hash(self) -> str:
-        """SHA-256 (20 hex digits) of the network's parameters and buffers (part of cache keys)."""
-        if self._weights_hash is None:
-            h = hashlib.sha256()
-            for k, v in self.model.state_dict().items():
-                t = v.detach().cpu().contiguous()
-                h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-            self._weights_hash = h.hexdigest()[:20]
+        """SHA-256 (20 hex digits) of the network's parameters and buffers as loaded (part of cache keys)."""
         return self._weights_hash
+
+    @staticmethod
+    def _hash_state(model: nn.Module) -> str:
+        h = hashlib.sha256()
+        for k, v in model.state_dict().items():
+            t = v.detach().cpu().contiguous()
+            h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:20]
 
     def cache_parts(self, ds: Any, what: str = "pooled") -> dict[str, Any]:
         """Everything the features of ``ds`` depend on (see :mod:`crosslab.cache`)."""
@@ -452,7 +487,9 @@ class ImageEncoder:
     # ----- forward ---------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``(B, 3, H, W)`` -> grid ``(B, C, h, w)`` and logits ``(B, 1000)`` on the device."""
-        return self.model(self.transform.normalize(x.to(self.device, non_blocking=True)))
+        x = self.transform.normalize(x.to(self.device, non_blocking=True))
+        # channels-last (NHWC) matches the model's memory format: oneDNN/cuDNN's fast path
+        return self.model(x.contiguous(memory_format=torch.channels_last))
 
     def _batches(self, data: Any, batch_size: int, num_workers: int, progress: bool, desc: str):
         if isinstance(data, str | os.PathLike | Image.Image) or (

