@@ -98,3 +98,169 @@ def plot_dataset_summary(ds: CaptionedImages, by: str = "category", top: int = 2
 
 
 # ======================================= end of dataset tour =========================
+
+
+# =====================================================================================
+# Lessons 01-05: word and feature maps, neighbours, training curves, heatmaps, results
+# =====================================================================================
+
+
+def pca_2d(X: np.ndarray) -> np.ndarray:
+    """Project ``(N, d)`` rows on their first two principal axes -> ``(N, 2)``.
+
+    Signs are fixed (largest loading of each axis positive) so the map does not flip
+    between runs or machines.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or len(X) < 2:
+        raise ValueError(f"pca_2d needs an (N, d) array with N >= 2, got shape {X.shape}.")
+    Xc = X - X.mean(0)
+    _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+    vt = vt[:2]
+    signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
+    vt = vt * signs[:, None]
+    out = Xc @ vt.T
+    if out.shape[1] < 2:  # d == 1: a flat second axis
+        out = np.hstack([out, np.zeros((len(out), 1))])
+    return out
+
+
+def plot_word_map(kv, groups: dict[str, Sequence[str]], title: str = "") -> Figure:
+    """Words of several groups (e.g. colours, animals) on a 2-D PCA map of their vectors.
+
+    Words missing from ``kv`` are skipped (and listed in the title).
+    """
+    words, labels, missing = [], [], []
+    for g, ws in groups.items():
+        for w in ws:
+            (words if w in kv.key_to_index else missing).append(w)
+            if w in kv.key_to_index:
+                labels.append(g)
+    P = pca_2d(np.stack([kv[w] for w in words]))
+    fig = Figure(figsize=(7, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    for k, g in enumerate(groups):
+        sel = [j for j, lab in enumerate(labels) if lab == g]
+        ax.scatter(P[sel, 0], P[sel, 1], color=f"C{k}", label=g)
+        for j in sel:
+            ax.annotate(words[j], P[j], fontsize=9, xytext=(3, 3), textcoords="offset points")
+    ax.legend(fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title + (f" (unknown: {', '.join(missing)})" if missing else ""), fontsize=10)
+    return fig
+
+
+def plot_feature_map(
+    points: np.ndarray, images: Sequence, labels: Sequence[str] | None = None,
+    zoom: float = 0.25, title: str = "",
+) -> Figure:
+    """A 2-D map ``(N, 2)`` with each point drawn as its thumbnail (PIL images), framed by label colour."""
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    points = np.asarray(points, dtype=float)
+    fig = Figure(figsize=(9, 7), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(points[:, 0], points[:, 1], s=1, alpha=0)
+    cats = sorted(set(labels)) if labels is not None else []
+    colour = {c: f"C{k % 10}" for k, c in enumerate(cats)}
+    for j, (p, im) in enumerate(zip(points, images, strict=True)):
+        ec = colour[labels[j]] if labels is not None else "none"
+        box = AnnotationBbox(OffsetImage(np.asarray(im), zoom=zoom), p, frameon=labels is not None,
+                             bboxprops={"edgecolor": ec, "linewidth": 1.5}, pad=0.1)
+        ax.add_artist(box)
+    for c in cats:
+        ax.plot([], [], "s", color=colour[c], label=c)
+    if cats:
+        ax.legend(fontsize=8, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def show_ranked(
+    ds: CaptionedImages, rows: Sequence[tuple[str, Sequence[int], Sequence[str]]],
+    width: int = 20, query_images: Sequence | None = None,
+) -> Figure:
+    """One row per query: its text (or its image) then its ranked result images, each with a label.
+
+    ``rows``: ``(query text, result image indices, result labels)``. With
+    ``query_images`` (one PIL image per row) the first column shows that image.
+    """
+    ncols = max(len(r[1]) for r in rows) + 1
+    fig = Figure(figsize=(2.1 * ncols, 2.5 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    for r, (query, idx, labs) in enumerate(rows):
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_frame_on(False)
+        q = axes[r][0]
+        if query_images is not None:
+            q.imshow(np.asarray(query_images[r]))
+        q.set_xlabel(textwrap.fill(query, width, max_lines=4, placeholder=" ..."), fontsize=8, loc="left")
+        q.set_title("query", fontsize=9)
+        for c, (i, lab) in enumerate(zip(idx, labs, strict=True), start=1):
+            ax = axes[r][c]
+            ax.imshow(np.asarray(ds.load_image(int(i))))
+            ax.set_xlabel(textwrap.fill(str(lab), width, max_lines=3, placeholder=" ..."), fontsize=8,
+                          loc="left")
+    return fig
+
+
+def plot_history(histories: dict[str, dict], keys: Sequence[str] = ("val_t2i_r10", "val_i2t_r10")) -> Figure:
+    """Training curves: loss per epoch (left) and validation R@10 per epoch (right), one line per run.
+
+    ``histories``: name -> the history dict returned by :func:`crosslab.joint.fit`.
+    Each run's loss is divided by its first epoch's so different losses share one axis.
+    """
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    ax_l, ax_r = fig.subplots(1, 2)
+    for k, (name, h) in enumerate(histories.items()):
+        loss = np.asarray(h["loss"], dtype=float)
+        ep = np.arange(1, len(loss) + 1)
+        ax_l.plot(ep, loss / loss[0], color=f"C{k}", label=name)
+        for key, style in zip(keys, ("-", "--"), strict=False):
+            if h.get(key):
+                ax_r.plot(ep[: len(h[key])], h[key], style, color=f"C{k}",
+                          label=f"{name}: {key.replace('val_', '')}")
+        if h.get("best_epoch"):
+            ax_r.axvline(h["best_epoch"], color=f"C{k}", lw=0.6, alpha=0.5)
+    ax_l.set(xlabel="epoch", ylabel="loss / first-epoch loss", title="training loss")
+    ax_r.set(xlabel="epoch", ylabel="R@10 (%)", title="validation recall (line: kept epoch)")
+    ax_l.legend(fontsize=8)
+    ax_r.legend(fontsize=7)
+    return fig
+
+
+def plot_heatmaps(mats: dict[str, np.ndarray], row_labels: Sequence[str] = (),
+                  col_labels: Sequence[str] = ()) -> Figure:
+    """Side-by-side heatmaps of same-shaped matrices (e.g. one per similarity metric), with colour bars."""
+    fig = Figure(figsize=(4.2 * len(mats), 4), layout="constrained")
+    axes = fig.subplots(1, len(mats), squeeze=False)[0]
+    for ax, (name, M) in zip(axes, mats.items(), strict=True):
+        im = ax.imshow(np.asarray(M), cmap="viridis")
+        ax.set_title(name, fontsize=10)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        ax.set_xticks(range(len(col_labels)), list(col_labels), rotation=90, fontsize=7)
+        ax.set_yticks(range(len(row_labels)), list(row_labels), fontsize=7)
+    return fig
+
+
+def plot_results(rows: Sequence[dict], keys: Sequence[str] = ("t2i_r10", "i2t_r10")) -> Figure:
+    """Grouped horizontal bars of R@K per model from ``python -m crosslab evaluate``-style rows."""
+    names = [r["name"] for r in rows]
+    y = np.arange(len(rows))
+    h = 0.8 / len(keys)
+    fig = Figure(figsize=(8, 0.45 * len(rows) + 1.2), layout="constrained")
+    ax = fig.add_subplot()
+    for k, key in enumerate(keys):
+        vals = [float(r[key]) for r in rows]
+        bars = ax.barh(y + (k - (len(keys) - 1) / 2) * h, vals, h, label=key, color=f"C{k}")
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    ax.set_yticks(y, names, fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel("%")
+    ax.legend(fontsize=8)
+    return fig

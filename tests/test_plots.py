@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import matplotlib
 import numpy as np
+import pytest
 from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
 
+import crosslab as cl
+from crosslab import plots
 from crosslab.data import make_scenes
 from crosslab.plots import plot_dataset_summary, show_images
 
@@ -52,3 +56,54 @@ def test_plot_dataset_summary(tmp_path):
     assert counts == ds.n_captions
     fig.savefig(tmp_path / "summary.png")
     assert matplotlib.get_backend()  # nothing above switched or required a GUI backend
+
+
+# ---- lesson plots (01-05) ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def scenes():
+    return cl.data.make_scenes(12, seed=0)
+
+
+def test_pca_2d_matches_sklearn_up_to_sign_and_is_sign_stable():
+    X = np.random.default_rng(0).normal(size=(40, 6)) * [5, 3, 1, 1, 1, 1]
+    P = plots.pca_2d(X)
+    ref = PCA(2).fit_transform(X)
+    assert np.allclose(np.abs(P), np.abs(ref), atol=1e-8)
+    assert np.allclose(plots.pca_2d(X[::-1])[::-1], P)  # row order does not flip the axes
+    with pytest.raises(ValueError, match="N >= 2"):
+        plots.pca_2d(X[:1])
+
+
+def test_word_map_skips_unknown_words():
+    kv = cl.text.train_word2vec(["red blue green", "cat dog cow", "red cat", "blue dog"],
+                                vector_size=8, epochs=2)
+    fig = plots.plot_word_map(kv, {"colours": ["red", "blue", "green"], "animals": ["cat", "dog", "zebra"]})
+    ax = fig.axes[0]
+    assert "zebra" in ax.get_title()
+    assert sorted(t.get_text() for t in ax.texts) == ["blue", "cat", "dog", "green", "red"]
+
+
+def test_feature_map_and_ranked_grid(scenes):
+    pts = np.random.default_rng(0).normal(size=(len(scenes), 2))
+    ims = [scenes.load_image(i) for i in range(len(scenes))]
+    fig = plots.plot_feature_map(pts, ims, labels=["a", "b"] * 6)
+    assert isinstance(fig, Figure) and len(fig.axes[0].artists) == len(scenes)
+    fig = plots.show_ranked(scenes, [("red circle", [0, 1, 2], ["x", "y", "z"]),
+                                     ("blue", [3, 4], ["u", "v"])])
+    assert len(fig.axes) == 2 * 4
+    assert fig.axes[0].get_xlabel() == "red circle"
+    assert fig.axes[1].get_xlabel() == "x"
+
+
+def test_history_heatmaps_and_results():
+    h = {"loss": [2.0, 1.0, 0.5], "val_t2i_r10": [10, 20, 30], "val_i2t_r10": [12, 18, 25], "best_epoch": 3}
+    fig = plots.plot_history({"infonce": h})
+    left, right = fig.axes
+    assert np.allclose(left.lines[0].get_ydata(), [1.0, 0.5, 0.25])
+    assert len(right.lines) == 3  # two curves + the kept-epoch marker
+    fig = plots.plot_heatmaps({"cosine": np.eye(3), "kl": np.ones((3, 3))}, ["a", "b", "c"], ["x", "y", "z"])
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["cosine", "kl"]
+    rows = [{"name": "random", "t2i_r10": 1.5, "i2t_r10": 2.0}, {"name": "cca", "t2i_r10": 40, "i2t_r10": 45}]
+    fig = plots.plot_results(rows)
+    widths = sorted(round(p.get_width(), 1) for p in fig.axes[0].patches)
+    assert widths == [1.5, 2.0, 40.0, 45.0]
