@@ -1,0 +1,184 @@
+"""Run crosslab's benchmarks and write results.json + RESULTS.md.
+
+    python -m benchmarks.run                    # everything (~10-15 min on 2 cores)
+    python -m benchmarks.run --quick --out /tmp/b   # tiny sizes, seconds (the smoke test)
+    python -m benchmarks.run --only search,pairwise
+
+Sections: search (exact top-k vs FAISS / scikit-learn / NumPy), pairwise (metrics vs the
+naive broadcast), extraction (benchmarks/bench_extraction.py, when present), course (reads
+build/course/timings.json written by ``make course``). With a CUDA GPU, search and pairwise
+also run there, labelled with the GPU's name; ratios never mix devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import inspect
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from crosslab._io import atomic_write_text
+
+from . import _harness, bench_course, bench_pairwise, bench_search, report
+
+SECTIONS = ("search", "pairwise", "extraction", "course")
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds); not a measurement")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
+    p.add_argument("--out", type=Path, default=HERE,
+                   help="folder for results.json and RESULTS.md (default: benchmarks/)")
+    p.add_argument("--cpu-only", action="store_true", help="do not use a GPU even if there is one")
+    args = p.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.only) - set(SECTIONS))
+    if unknown:
+        p.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    return args
+
+
+def devices(cpu_only: bool) -> list[torch.device]:
+    """The CPU always; each visible CUDA GPU too unless ``cpu_only``."""
+    devs = [torch.device("cpu")]
+    if not cpu_only and torch.cuda.is_available():
+        devs += [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    return devs
+
+
+def log(msg: str) -> None:
+    tqdm.write(msg, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    devs = devices(args.cpu_only)
+    res: dict[str, Any] = {
+        "generated_by": "python -m benchmarks.run",
+        "generated_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": args.quick,
+        "sections": args.only,
+        "machine": _harness.machine_info(devs),
+        "errors": {},
+    }
+    with _harness.CpuShare() as share:
+        # Peers first import their own BLAS (faiss ships an OpenBLAS); record what loaded.
+        for mod in ("faiss", "sklearn.neighbors"):
+            try:
+                importlib.import_module(mod)
+            except ImportError:
+                pass
+        res["machine"]["blas"] = _harness.blas_info()
+        res["peak"] = {}
+        for dev in devs:
+            n = 256 if args.quick else (8192 if dev.type == "cuda" else 4096)
+            res["peak"][str(dev)] = _harness.peak_gflops(dev, n, repeats=3 if args.quick else 5)
+            log(f"peak {dev}: {res['peak'][str(dev)]['gflops']:.1f} GFLOP/s (torch.mm {n}x{n})")
+        peaks = {k: v["gflops"] for k, v in res["peak"].items()}
+        for section in tqdm(args.only, desc="benchmarks", unit="section"):
+            try:
+                if section == "search":
+                    out = bench_search.run(args.quick, devs, peaks, log=log)
+                    res["search"], res["search_config"] = out["rows"], out["config"]
+                    res["search_notes"] = out["notes"]
+                elif section == "pairwise":
+                    res["pairwise"] = bench_pairwise.run(args.quick, devs, log=log)
+                elif section == "extraction":
+                    res["extraction"] = run_extraction(args.quick, devs)
+                elif section == "course":
+                    res["course"] = bench_course.run()
+            except Exception as e:  # one broken section must not lose the others' figures
+                res["errors"][section] = f"{type(e).__name__}: {e}"
+                log(traceback.format_exc())
+    res["cpu_share"] = {"other_cpu_fraction": share.other_cpu_fraction, "wall_s": share.wall_s,
+                        "load_start": share.load_start, "load_end": share.load_end}
+    res["goals"] = goals(res)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "results.json", json.dumps(res, indent=1, default=_jsonable) + "\n")
+    atomic_write_text(args.out / "RESULTS.md", report.render(res))
+    log(f"wrote {args.out / 'results.json'} and {args.out / 'RESULTS.md'} "
+        f"({share.wall_s:.0f} s, other processes used {share.other_cpu_fraction:.0%} of the CPU)")
+    return 1 if res["errors"] else 0
+
+
+def run_extraction(quick: bool, devs: list[torch.device]) -> dict[str, Any]:
+    """Call benchmarks/bench_extraction.py's ``run(quick[, device])`` per device, if it exists."""
+    if not (HERE / "bench_extraction.py").exists():
+        return {"status": "not measured", "reason": "benchmarks/bench_extraction.py is not there yet"}
+    mod = importlib.import_module(f"{__package__}.bench_extraction")
+    takes_device = "device" in inspect.signature(mod.run).parameters
+    by_device: dict[str, Any] = {}
+    for dev in devs if takes_device else devs[:1]:
+        out = mod.run(quick, device=dev) if takes_device else mod.run(quick)
+        out = out if isinstance(out, dict) else {"result": out}
+        out.pop("machine", None)  # already recorded once for the whole run
+        by_device[str(dev)] = out
+    return {"status": "measured", "by_device": by_device}
+
+
+def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 8's goals, each with the figure measured in this run and whether it was met."""
+    out: list[dict[str, Any]] = []
+    search = res.get("search") or []
+    big = max((r["n"] for r in search), default=None)
+    for r in search:
+        if r["backend"] == "crosslab" and r["n"] == big and r["device"] == "cpu" and r.get("qps"):
+            agr = r.get("agreement_with_faiss") or {}
+            out.append({"goal": f"exact search at N={big:,} on CPU: ≥ 0.9× FAISS flat throughput",
+                        "measured": f"{r['ratio_to_faiss']:.2f}×", "met": r["ratio_to_faiss"] >= 0.9})
+            same = agr.get("identical_ties_aside")
+            if same is not None:
+                out.append({"goal": f"identical top-{r['k']} sets to FAISS (ties aside)",
+                            "measured": f"{same:.2%} of queries", "met": same == 1.0})
+    pw = (res.get("pairwise") or {}).get("rows", [])
+    for r in pw:
+        if r["metric"] in ("kl", "euclidean") and r.get("crosslab"):
+            tag = f"{r['metric']} on {r['device']}"
+            if r.get("ratio_to_cosine") is not None:
+                out.append({"goal": f"{tag}: within 2× of cosine time",
+                            "measured": f"{r['ratio_to_cosine']:.2f}×", "met": r["ratio_to_cosine"] <= 2})
+            out.append({"goal": f"{tag}: ≥ 20× faster than the naive broadcast",
+                        "measured": f"{r['speedup_vs_naive']:.1f}×", "met": r["speedup_vs_naive"] >= 20})
+    budget = _pairwise_budget_mb()
+    if pw and budget is not None:
+        c = res["pairwise"]["config"]
+        out_mb = c["n"] * c["m"] * 4 / 2**20
+        worst = max((r["crosslab"]["peak_mem_mb"] - out_mb * r["crosslab"]["rows_timed"] / c["n"], r)
+                    for r in pw if r.get("crosslab") and r["device"] == "cpu") if pw else None
+        if worst:
+            extra, r = worst
+            out.append({"goal": f"pairwise peak memory beyond the (N, M) output ≤ documented "
+                                f"budget ({budget:.0f} MiB)",
+                        "measured": f"{extra:.0f} MiB (worst: {r['metric']})", "met": extra <= budget})
+    return out
+
+
+def _pairwise_budget_mb() -> float | None:
+    try:
+        from crosslab.similarity import DEFAULT_MEMORY_BUDGET
+    except ImportError:
+        return None
+    return DEFAULT_MEMORY_BUDGET / 2**20
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, tuple | set):
+        return list(o)
+    return str(o)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Smoke test of the benchmarks: the quick run works end to end and writes well-formed results.
+
+No timing is asserted (speed lives in benchmarks/RESULTS.md); correctness is: every search
+backend agrees with FAISS, and crosslab's pairwise metrics agree with the naive broadcast.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import bench_course, bench_pairwise, bench_search, run
+
+BACKENDS = {"crosslab", "faiss", "sklearn", "numpy"}
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    # Extraction is smoke-tested on its own below (it loads a CNN: the slow part).
+    rc = run.main(["--quick", "--out", str(out), "--cpu-only", "--only", "search,pairwise,course"])
+    return rc, out, json.loads((out / "results.json").read_text())
+
+
+def test_quick_run_writes_results_and_report(quick_results):
+    rc, out, res = quick_results
+    assert rc == 0, res["errors"]
+    assert res["errors"] == {}
+    assert res["quick"] is True
+    for key in ("cpu_model", "logical_cores", "torch_threads", "torch", "numpy", "faiss", "blas",
+                "blas_env", "devices"):
+        assert key in res["machine"]
+    assert res["peak"]["cpu"]["gflops"] > 0
+    text = (out / "RESULTS.md").read_text()
+    assert "Do not edit by hand" in text and "Quick mode" in text
+    assert "no GPU in this run" in text  # --cpu-only
+    for section in ("## 1. Exact top-k search", "## 2. Pairwise metrics", "## 4. The course"):
+        assert section in text
+
+
+def test_search_rows_have_required_keys_and_agree_with_faiss(quick_results):
+    _, _, res = quick_results
+    rows = res["search"]
+    cfg = res["search_config"]
+    seen = {(r["backend"], r["n"]) for r in rows}
+    assert seen == {(b, n) for b in BACKENDS for n in cfg["sizes"]}  # one row per (backend, N)
+    for r in rows:
+        for key in ("backend", "n", "d", "k", "qps", "ratio_to_faiss", "gflops", "frac_of_peak",
+                    "median_s", "repeats"):
+            assert key in r, key
+        assert r["backend"] in BACKENDS and r["d"] == cfg["d"] and r["k"] == cfg["k"]
+        assert r["qps"] > 0 and r["repeats"] >= 1
+        assert r["qps"] == pytest.approx(r["queries"] / r["median_s"])
+        # Exact search on continuous random data: every backend returns FAISS's sets.
+        assert r["agreement_with_faiss"]["identical_ties_aside"] == 1.0
+        if r["backend"] == "faiss":
+            assert r["ratio_to_faiss"] == 1.0
+
+
+def test_pairwise_matches_naive(quick_results):
+    _, _, res = quick_results
+    rows = res["pairwise"]["rows"]
+    assert [r["metric"] for r in rows] == list(bench_pairwise.METRICS)
+    for r in rows:
+        assert r["max_abs_diff"] < 1e-4, r["metric"]
+        assert r["crosslab"]["median_s"] > 0 and r["naive"]["median_s"] > 0
+        assert r["speedup_vs_naive"] == pytest.approx(r["naive"]["median_s"] / r["crosslab"]["median_s"])
+
+
+@pytest.mark.slow  # loads the CNN and extracts 64 images (bench_extraction.run(quick=True))
+def test_extraction_section_runs_or_says_not_measured(tmp_path):
+    rc = run.main(["--quick", "--out", str(tmp_path), "--cpu-only", "--only", "extraction"])
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert rc == 0, res["errors"]
+    ex = res["extraction"]
+    assert ex["status"] in ("measured", "not measured")
+    if ex["status"] == "measured":
+        assert set(ex["by_device"]) == {"cpu"} and ex["by_device"]["cpu"]
+    assert "## 3. Feature extraction" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_committed_results_are_not_touched_by_out(tmp_path):
+    committed = run.HERE / "results.json"
+    before = committed.stat().st_mtime_ns if committed.exists() else None
+    run.main(["--quick", "--out", str(tmp_path), "--cpu-only", "--only", "course"])
+    assert (tmp_path / "results.json").exists()
+    assert (committed.stat().st_mtime_ns if committed.exists() else None) == before
+
+
+def test_naive_references_match_independent_formulas():
+    from scipy.spatial.distance import cdist
+    from scipy.special import rel_entr, softmax
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 7, generator=g, dtype=torch.float64), torch.randn(4, 7, generator=g, dtype=torch.float64)
+    an, bn = a.numpy(), b.numpy()
+    np.testing.assert_allclose(bench_pairwise.naive("cosine", a, b), 1 - cdist(an, bn, "cosine"))
+    np.testing.assert_allclose(bench_pairwise.naive("euclidean", a, b), cdist(an, bn))
+    p, q = softmax(an / 2.0, axis=1), softmax(bn / 2.0, axis=1)
+    kl = np.array([[rel_entr(pi, qj).sum() for qj in q] for pi in p])
+    np.testing.assert_allclose(bench_pairwise.naive("kl", a, b, 2.0), kl)
+    js = np.array([[cdist(pi[None], qj[None], "jensenshannon")[0, 0] ** 2 for qj in q] for pi in p])
+    np.testing.assert_allclose(bench_pairwise.naive("js", a, b, 2.0), js, atol=1e-12)
+    # Chunking does not change the result.
+    np.testing.assert_allclose(bench_pairwise.naive_chunked("kl", a, b, 2.0), kl)
+
+
+def test_agreement_counts_ties_but_not_real_differences():
+    x = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)
+    q = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    ref = np.array([[0, 3], [2, 3]])
+    # Query 0: items 0 and 1 tie exactly, so {1, 3} is as right as {0, 3}.
+    # Query 1: {2, 0} replaces item 3 (score 0.8) by item 0 (score 0): a real miss.
+    got = np.array([[1, 3], [2, 0]])
+    a = bench_search.agreement(x, q, got, ref)
+    assert a == {"identical": 0.0, "identical_ties_aside": 0.5}
+
+
+def test_course_timings_are_read_when_present(tmp_path):
+    assert bench_course.run(tmp_path / "missing.json")["status"] == "not measured"
+    f = tmp_path / "timings.json"
+    # The layout scripts/run_course.py writes: one run, no cache label.
+    f.write_text(json.dumps({"lessons": [
+        {"name": "01_text", "seconds": 30.0, "status": "ok", "error": ""},
+        {"name": "00_welcome", "seconds": 12.5, "status": "failed", "error": "ValueError: x"},
+    ], "total_seconds": 42.5}))
+    res = bench_course.run(f)
+    assert res["status"] == "measured" and not res["cache_labelled"]
+    assert res["rows"] == [
+        {"lesson": "00_welcome", "seconds": 12.5, "status": "failed"},
+        {"lesson": "01_text", "seconds": 30.0, "status": "ok"},
+    ]
+    # Cold and warm runs, when recorded, are kept apart.
+    f.write_text(json.dumps({"cold": {"00_welcome": 12.5}, "warm": {"00_welcome": 4.0}}))
+    assert bench_course.run(f)["rows"] == [{"lesson": "00_welcome", "cold_s": 12.5, "warm_s": 4.0}]
+
+
+def test_unknown_section_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        run.parse_args(["--only", "search,nonsense"])
+    assert "nonsense" in capsys.readouterr().err
