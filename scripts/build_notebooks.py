@@ -4,7 +4,8 @@
     python scripts/build_notebooks.py 03 05      # only these
     python scripts/run_course.py --inplace --only 03   # then execute it and keep the outputs
 
-A source is a ``.py`` file in the "percent" format (as jupytext writes it): a line
+A source ``NN_name.pct`` is Python in the "percent" format (as jupytext writes it; not
+``.py`` so that linters skip the IPython magics): a line
 ``# %%`` starts a code cell, ``# %% [markdown]`` a Markdown cell whose lines are
 comments (``# `` is stripped). Sources diff and review like code; the committed
 notebooks carry the executed outputs that nbval checks.
@@ -61,7 +62,7 @@ def build(src: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    srcs = sorted(SOURCES.glob("[0-9][0-9]_*.py"))
+    srcs = sorted(SOURCES.glob("[0-9][0-9]_*.pct"))
     if argv:
         srcs = [s for s in srcs if any(s.name.startswith(a) for a in argv)]
     if not srcs:
