@@ -163,7 +163,7 @@ def _generic(obj: dict[str, Any]) -> list[str]:
         if isinstance(v, list) and v and all(isinstance(e, dict) for e in v):
             keys = list(dict.fromkeys(key for e in v for key in e
                                       if not isinstance(e[key], dict | list)))
-            lines += [f"**{k}**", ""] + _table(keys, [[e.get(key) for key in keys] for e in v])
+            lines += ["", f"**{k}**", ""] + _table(keys, [[e.get(key) for key in keys] for e in v])
         elif isinstance(v, dict):
             lines += [f"- {k}: " + ", ".join(f"{a}={_f(b)}" for a, b in v.items()
                                               if not isinstance(b, dict | list))]

@@ -138,6 +138,22 @@ def test_course_timings_are_read_when_present(tmp_path):
     assert bench_course.run(f)["rows"] == [{"lesson": "00_welcome", "cold_s": 12.5, "warm_s": 4.0}]
 
 
+def test_goals_are_judged_from_the_figures():
+    row = {"backend": "crosslab", "device": "cpu", "n": 1_000_000, "k": 10, "qps": 9.0,
+           "ratio_to_faiss": 0.85, "peak_mem_mb": 10.0,
+           "agreement_with_faiss": {"identical": 0.99, "identical_ties_aside": 1.0}}
+    side = {"median_s": 1.0, "rows_timed": 100, "peak_mem_mb": 20.0}
+    pw = [{"metric": "kl", "device": "cpu", "ratio_to_cosine": 2.5, "speedup_vs_naive": 30.0,
+           "crosslab": side, "naive": side}]
+    res = {"search": [row], "pairwise": {"config": {"n": 100, "m": 100}, "rows": pw}}
+    met = {g["goal"].split(":")[0].split(" (")[0]: g["met"] for g in run.goals(res)}
+    assert met["exact search at N=1,000,000 on CPU"] is False  # 0.85 < 0.9
+    assert met["identical top-10 sets to FAISS"] is True
+    assert met["crosslab search peak memory within its documented block"] is True
+    kl = [g for g in run.goals(res) if g["goal"].startswith("kl on cpu")]
+    assert [g["met"] for g in kl] == [False, True]  # 2.5x cosine fails, 30x naive passes
+
+
 def test_unknown_section_is_refused(capsys):
     with pytest.raises(SystemExit):
         run.parse_args(["--only", "search,nonsense"])
