@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "data", "device", "errors", "text", "image", "cache", "joint", "similarity",
-    "retrieval", "baselines", "plots", "widgets", "doctor",
+    "retrieval", "baselines", "plots", "widgets", "doctor", "recipes",
 }
 
 
