@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -149,6 +150,7 @@ def test_worker_processes_give_the_same_features_and_clean_errors(tiny, tmp_path
     imgs = _small(n=4)
     np.testing.assert_array_equal(tiny.extract(imgs, num_workers=2, batch_size=2, progress=False),
                                   tiny.extract(imgs, num_workers=0, batch_size=2, progress=False))
+    assert I._auto_workers(10) == 0 and I._auto_workers(3000) == (2 if (os.cpu_count() or 1) >= 2 else 0)
     bad = tmp_path / "nope.jpg"
     with pytest.raises(ImageError, match="nope.jpg"):
         tiny.extract([*imgs, bad], num_workers=2, batch_size=2, progress=False)

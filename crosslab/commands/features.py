@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="word vectors: pretrained GloVe, Word2Vec trained on the train captions, or none")
     parser.add_argument("--pooling", default="mean", choices=POOLINGS, help="sentence pooling")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader decoding processes")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader decoding processes (default: 0 below 256 images, else 2)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     parser.add_argument("--no-cache", action="store_true", help="compute without reading/writing the cache")
     parser.add_argument("--scenes", type=int, default=2000, help="number of images for --data scenes")
