@@ -171,3 +171,25 @@ def test_gpu_epoch_matches_cpu(data):
     assert next(mg.parameters()).device.type == "cuda"
     assert hg["loss"][0] == pytest.approx(hc["loss"][0], rel=1e-3)
     np.testing.assert_allclose(mg.embed_text(X[:10]), mc.embed_text(X[:10]), atol=1e-3)
+
+
+def test_cca_init_starts_at_regularized_cca(data):
+    from crosslab.baselines import RegularizedCCA
+    from crosslab.retrieval import evaluate
+
+    X, Y, c2i, val = data
+    model, h = joint.fit(X, Y, c2i, d=8, epochs=0, init="cca", init_reg=0.2, progress=False, val=val)
+    Xs = (X - X.mean(0)) / X.std(0, ddof=1)
+    Ys = (Y - Y.mean(0)) / Y.std(0, ddof=1)
+    ref = RegularizedCCA(d=8, reg=0.2).fit(Xs, Ys, c2i)
+    e = ref.embed_text(Xs[:10])
+    np.testing.assert_allclose(model.embed_text(X[:10]), e / np.linalg.norm(e, axis=1, keepdims=True), atol=1e-4)
+    assert h["best_epoch"] == 0
+    assert h["init_val_rsum"] == pytest.approx(evaluate(model, val[2], text=val[0], image=val[1])["rsum"])
+    # training from there keeps the best of start and epochs
+    model2, h2 = joint.fit(X, Y, c2i, d=8, epochs=3, init="cca", progress=False, val=val)
+    assert max(h2["val_rsum"] + [h2["init_val_rsum"]]) == pytest.approx(
+        evaluate(model2, val[2], text=val[0], image=val[1])["rsum"]
+    )
+    with pytest.raises(ModelError, match="head='linear'"):
+        joint.fit(X, Y, c2i, d=8, epochs=1, init="cca", head="mlp", progress=False)
