@@ -414,9 +414,10 @@ class _Images(torch.utils.data.Dataset):
 def _auto_workers(n: int) -> int:
     """Decoding processes for ``n`` images: none for small jobs (starting workers costs ~1 s),
     else two, which overlap PNG/JPEG decoding with the forward pass. Measured on a busy shared
-    2-core machine (clip art, 512 images, 2 torch threads): pipeline overhead over the model
-    alone 34 % with 0 workers, 5 % with 2 (benchmarks/bench_extraction.py). Results are
-    identical either way."""
+    2-core machine (clip art, 512 images, 2 torch threads), pipeline overhead over the model
+    alone: 34 % with 0 workers vs 5 % with 2 under OpenMP's default spin-waiting; 7.8 % vs
+    8.6 % with OMP_WAIT_POLICY=PASSIVE (benchmarks/bench_extraction.py). Two workers are never
+    much worse and help when the CPU is contended. Results are identical either way."""
     return 0 if n < 256 or (os.cpu_count() or 1) < 2 else 2
 
 
