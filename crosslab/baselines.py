@@ -15,6 +15,7 @@ baseline exactly like a :class:`~crosslab.joint.JointModel`.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -182,15 +183,27 @@ class RegularizedCCA(_Base):
         self.power = power
 
     def fit(self, X: Array, Y: Array, caption_to_image: Any) -> RegularizedCCA:
-        if not (np.isfinite(self.reg) and self.reg >= 0):
-            raise ShapeError(f"reg must be a number >= 0, got {self.reg}.")
         X, Y, c2i = _pairs(X, Y, caption_to_image)
         Yc = Y[c2i]
         self.text_dim_, self.image_dim_ = X.shape[1], Y.shape[1]
         self.x_mean_, self.y_mean_ = X.mean(0), Yc.mean(0)
         Xc, Yc = X - self.x_mean_, Yc - self.y_mean_
         n = len(X)
-        Cxx, Cyy, Cxy = Xc.T @ Xc / n, Yc.T @ Yc / n, Xc.T @ Yc / n
+        self._moments = (Xc.T @ Xc / n, Yc.T @ Yc / n, Xc.T @ Yc / n)
+        return self._solve()
+
+    def with_reg(self, reg: float) -> RegularizedCCA:
+        """A copy fitted with another ridge, reusing this fit's covariances (cheap model selection)."""
+        if not hasattr(self, "_moments"):
+            raise ModelError("RegularizedCCA is not fitted; call .fit(X, Y, caption_to_image) first.")
+        other = copy.copy(self)
+        other.reg = reg
+        return other._solve()
+
+    def _solve(self) -> RegularizedCCA:
+        if not (np.isfinite(self.reg) and self.reg >= 0):
+            raise ShapeError(f"reg must be a number >= 0, got {self.reg}.")
+        Cxx, Cyy, Cxy = self._moments
 
         def shrink(C: np.ndarray) -> np.ndarray:
             return C + self.reg * (np.trace(C) / len(C)) * np.eye(len(C))

@@ -129,8 +129,9 @@ def _fit_rcca(f: Features, d: int) -> Any:
     from .retrieval import evaluate
 
     best = None
+    base = RegularizedCCA(d=d, reg=RCCA_REGS[0]).fit(*f.train.as_tuple())
     for reg in RCCA_REGS:
-        m = RegularizedCCA(d=d, reg=reg).fit(*f.train.as_tuple())
+        m = base.with_reg(reg)
         r = evaluate(m, f.val.caption_to_image, text=f.val.text, image=f.val.image)["rsum"]
         if best is None or r > best[0]:
             best = (r, m)

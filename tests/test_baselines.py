@@ -106,3 +106,14 @@ def test_interface_errors_and_torch():
     assert isinstance(out, torch.Tensor) and out.shape == (4, 2)
     with pytest.raises(ShapeError, match="caption->image"):
         bl.CCAModel().fit(X, Y, c2i[:10])
+
+
+def test_with_reg_equals_fresh_fit():
+    X, Y = correlated(n=80, p=12, q=20)
+    c2i = np.arange(80)
+    base = bl.RegularizedCCA(d=4, reg=0.01).fit(X, Y, c2i)
+    for reg in (0.0, 0.3, 2.0):
+        a, b = base.with_reg(reg), bl.RegularizedCCA(d=4, reg=reg).fit(X, Y, c2i)
+        np.testing.assert_allclose(a.embed_text(X), b.embed_text(X), atol=1e-6)
+        np.testing.assert_allclose(a.correlations_, b.correlations_, atol=1e-12)
+    assert base.reg == 0.01  # the original is untouched
