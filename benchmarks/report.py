@@ -10,6 +10,8 @@ def _f(x: Any, spec: str = ".3g") -> str:
         return "–"
     if isinstance(x, bool):
         return "yes" if x else "no"
+    if isinstance(x, int) and spec == ".3g":
+        return f"{x:,}"  # counts (N, images, repeats) read better whole
     if isinstance(x, int | float):
         return format(x, spec)
     return str(x)

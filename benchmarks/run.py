@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
     p.add_argument("--out", type=Path, default=HERE,
                    help="folder for results.json and RESULTS.md (default: benchmarks/)")
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing: re-render RESULTS.md from OUT/results.json")
     p.add_argument("--cpu-only", action="store_true", help="do not use a GPU even if there is one")
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -63,6 +65,10 @@ def log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render_only:
+        res = json.loads((args.out / "results.json").read_text())
+        atomic_write_text(args.out / "RESULTS.md", report.render(res))
+        return 0
     devs = devices(args.cpu_only)
     res: dict[str, Any] = {
         "generated_by": "python -m benchmarks.run",

@@ -41,6 +41,14 @@ def test_quick_run_writes_results_and_report(quick_results):
         assert section in text
 
 
+def test_render_only_reproduces_the_report(quick_results):
+    _, out, _ = quick_results
+    before = (out / "RESULTS.md").read_text()
+    (out / "RESULTS.md").unlink()
+    assert run.main(["--render-only", "--out", str(out)]) == 0
+    assert (out / "RESULTS.md").read_text() == before
+
+
 def test_search_rows_have_required_keys_and_agree_with_faiss(quick_results):
     _, _, res = quick_results
     rows = res["search"]
