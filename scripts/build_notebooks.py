@@ -3,6 +3,7 @@
     python scripts/build_notebooks.py            # every lesson -> notebooks/NN_name.ipynb (no outputs)
     python scripts/build_notebooks.py 03 05      # only these
     python scripts/run_course.py --inplace --only 03   # then execute it and keep the outputs
+    python scripts/build_notebooks.py --strip-widget-state   # drop stored widget state (all lessons)
 
 A source ``NN_name.pct`` is Python in the "percent" format (as jupytext writes it; not
 ``.py`` so that linters skip the IPython magics): a line
@@ -61,7 +62,25 @@ def build(src: Path) -> Path:
     return out
 
 
+def strip_widget_state(path: Path) -> None:
+    """Drop the widget state nbclient stores in an executed notebook's metadata.
+
+    It holds every widget's data (thumbnails included) under random model ids, so it
+    churns on every run; the lessons re-create their widgets when executed.
+    """
+    from crosslab._io import atomic_write_text
+
+    nb = nbformat.read(path, as_version=4)
+    if nb.metadata.pop("widgets", None) is not None:
+        atomic_write_text(path, nbformat.writes(nb) + "\n")
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--strip-widget-state"]:
+        for name in argv[1:] or [p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")]:
+            path = NOTEBOOKS / name if not Path(name).exists() else Path(name)
+            strip_widget_state(path)
+        return 0
     srcs = sorted(SOURCES.glob("[0-9][0-9]_*.pct"))
     if argv:
         srcs = [s for s in srcs if any(s.name.startswith(a) for a in argv)]
