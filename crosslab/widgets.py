@@ -36,7 +36,7 @@ from .retrieval import Index
 
 __all__ = [
     "APP_METRICS", "Hit", "SearchModel", "CrossModalSearch", "TextToImageApp", "ImageToTextApp",
-    "build_search", "png_bytes",
+    "build_search", "png_bytes", "split_arrays", "fit_search_models",
 ]
 
 #: The metrics the apps offer: label -> crosslab.similarity metric name.
@@ -214,6 +214,55 @@ def build_search(
     )
 
 
+def split_arrays(
+    ds: CaptionedImages, X: np.ndarray, Y: np.ndarray, split: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``(text (C_s, n), image (N_s, m), caption_to_image (C_s,))`` rows of one split of ``ds``."""
+    idx = np.flatnonzero(ds.split == split)
+    if len(idx) == 0:
+        raise CrosslabError(f"{ds.name}: the {split!r} split is empty.")
+    remap = np.full(len(ds), -1, dtype=np.int64)
+    remap[idx] = np.arange(len(idx))
+    caps = np.flatnonzero(remap[ds.caption_to_image] >= 0)
+    return X[caps], Y[idx], remap[ds.caption_to_image[caps]]
+
+
+#: How the apps' models are trained: linear towers (lesson 03), small enough to fit in
+#: seconds on a laptop CPU. (``crosslab.recipes`` holds the evaluation's tuned recipe.)
+APP_TRAINING: dict[str, Any] = dict(
+    head="linear", lr=1e-3, weight_decay=1e-4, batch_size=128, epochs=40, patience=8, seed=0,
+)
+APP_LOSS_SETTINGS: dict[str, dict[str, Any]] = {
+    "infonce": dict(temperature=0.07), "hinge": dict(margin=0.2),
+    "max_violation": dict(margin=0.2), "bce": dict(temperature=0.1, n_negatives=15),
+}
+
+
+def fit_search_models(
+    ds: CaptionedImages, X: np.ndarray, Y: np.ndarray, *, losses: Sequence[str] = ("infonce",),
+    d: int = 256, rcca: bool = True, progress: bool = False, device: Any = None,
+) -> dict[str, Any]:
+    """Models for the search apps: one linear two-tower model per loss and a regularised CCA.
+
+    ``X`` ``(C, n)``: features of all captions of ``ds``; ``Y`` ``(N, m)``: of all its images.
+    Fitted on the train split with :data:`APP_TRAINING` (early stopping on val).
+    Returns name -> model, in a stable order.
+    """
+    from .baselines import RegularizedCCA
+    from .joint import fit
+
+    train = split_arrays(ds, X, Y, "train")
+    val = split_arrays(ds, X, Y, "val") if np.any(ds.split == "val") else None
+    models: dict[str, Any] = {}
+    for loss in losses:
+        kw = APP_TRAINING | APP_LOSS_SETTINGS.get(loss, {})
+        models[f"linear {loss}"], _ = fit(*train, val=val, d=d, loss=loss, progress=progress,
+                                          device=device, **kw)
+    if rcca:
+        models["regularised cca"] = RegularizedCCA(d=min(d, 128), reg=0.1).fit(*train)
+    return models
+
+
 # ----------------------------------------------------------------------------- widgets
 def png_bytes(im: Image.Image, size: int = 128) -> bytes:
     """PNG bytes of ``im`` shrunk to fit ``size`` x ``size`` (for ipywidgets.Image)."""
@@ -285,6 +334,10 @@ class TextToImageApp(_App):
                             layout=W.Layout(width="60%"))
         self.grid = W.GridBox(layout=W.Layout(
             grid_template_columns=f"repeat({columns}, {thumb + 40}px)", grid_gap="8px"))
+        # CSS classes so a browser test (tests/test_browser.py) can find the parts.
+        self.query.add_class("crosslab-t2i-query")
+        self.grid.add_class("crosslab-t2i-results")
+        self.message.add_class("crosslab-t2i-message")
         self.query.observe(self._on_change, names="value")
         self.children = [W.HBox([self.query, self.model]), W.HBox([self.k, self.metric]),
                          self.message, self.grid]

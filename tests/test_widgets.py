@@ -186,3 +186,26 @@ def test_png_bytes_shrinks_to_fit():
     im = Image.new("RGBA", (300, 150), (255, 0, 0, 128))
     out = Image.open(io.BytesIO(png_bytes(im, 64)))
     assert out.size == (64, 32) and out.mode == "RGB"
+
+
+def test_split_arrays_and_fit_search_models():
+    from crosslab.widgets import fit_search_models, split_arrays
+
+    ds = cl.data.make_scenes(120, seed=3)
+    Y = tiny_image_features([ds.load_image(i) for i in range(len(ds))])
+    X = np.arange(ds.n_captions, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    Xt, Yt, c2i = split_arrays(ds, X, Y, "test")
+    test_imgs = np.flatnonzero(ds.split == "test")
+    assert np.array_equal(Yt, Y[test_imgs])
+    # each test caption keeps its text row and points at its own image's new position
+    caps = Xt[:, 0].astype(int)
+    assert np.array_equal(test_imgs[c2i], ds.caption_to_image[caps])
+    assert sorted(caps) == sorted(np.flatnonzero(np.isin(ds.caption_to_image, test_imgs)))
+
+    kv = cl.text.train_word2vec(ds.train.captions, vector_size=16, epochs=5)
+    Xs = cl.text.SentenceEncoder(kv, "mean").transform(ds.captions)
+    models = fit_search_models(ds, Xs, Y, d=16)
+    assert list(models) == ["linear infonce", "regularised cca"]
+    for m in models.values():
+        metrics = cl.retrieval.evaluate(m, c2i, text=split_arrays(ds, Xs, Y, "test")[0], image=Yt)
+        assert metrics["t2i_r10"] > 100 * 10 / len(Yt)  # better than chance
