@@ -114,7 +114,7 @@ class Index:
         backend: str = "torch",
         temperature: float = 1.0,
         device: str | torch.device | None = None,
-        item_chunk: int = 65536,
+        item_chunk: int = 16384,
     ) -> None:
         self.metric = check_metric(metric)
         if backend not in ("torch", "faiss"):
@@ -195,7 +195,7 @@ class Index:
         return rank_score
 
     def search(
-        self, queries: Array, k: int = 10, *, batch_size: int = 256
+        self, queries: Array, k: int = 10, *, batch_size: int = 1024
     ) -> tuple[Array, Array]:
         """The ``k`` best items for each of the ``(n, d)`` queries: ``(scores, ids)``, each ``(n, min(k, M))``."""
         k = _check_k(k)
@@ -214,7 +214,12 @@ class Index:
             vals, ids = self._search_faiss(q, k)
         else:
             q = q.to(self._items.device, self._items.dtype)
-            outs = [self._search_batch(q[i : i + batch_size], k) for i in range(0, len(q), batch_size)]
+            # One score buffer for the whole search (batch_size x item_chunk floats): no
+            # fresh allocation, and no page faults, per block.
+            buf = torch.empty(min(batch_size, len(q)) * min(self.item_chunk, len(self)),
+                              dtype=self._items.dtype, device=self._items.device)
+            outs = [self._search_batch(q[i : i + batch_size], k, buf)
+                    for i in range(0, len(q), batch_size)]
             if outs:
                 vals = torch.cat([o[0] for o in outs])
                 ids = torch.cat([o[1] for o in outs])
@@ -225,7 +230,9 @@ class Index:
             return vals, ids
         return vals.cpu().numpy(), ids.cpu().numpy()
 
-    def _search_batch(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _search_batch(
+        self, q: torch.Tensor, k: int, buf: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         qp = self._prepare_queries(q)
         best_v = best_i = None
         with torch.no_grad():
@@ -234,7 +241,7 @@ class Index:
                     S = -pairwise(q, self._raw[j : j + self.item_chunk], "js", temperature=self.temperature)
                 else:
                     block = self._items[j : j + self.item_chunk]
-                    S = torch.mm(qp, block.T)
+                    S = torch.mm(qp, block.T, out=buf[: len(qp) * len(block)].view(len(qp), len(block)))
                     if self._col is not None:
                         S += self._col[j : j + self.item_chunk]
                 v, i = _topk_desc(S, min(k, S.shape[1]), offset=j)
