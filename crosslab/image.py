@@ -531,6 +531,9 @@ class ImageEncoder:
         loader = torch.utils.data.DataLoader(
             _Images(data, self.transform), batch_size=batch_size, num_workers=num_workers,
             collate_fn=_collate, pin_memory=self.device.type == "cuda",
+            # Workers take their base seed from this generator, not from torch's global
+            # one, so extracting features never changes what a later seeded cell draws.
+            generator=torch.Generator().manual_seed(0),
         )
         with tqdm(total=len(data), desc=desc, unit="img", disable=not progress, leave=False) as bar:
             for batch in loader:

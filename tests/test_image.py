@@ -156,6 +156,16 @@ def test_worker_processes_give_the_same_features_and_clean_errors(tiny, tmp_path
         tiny.extract([*imgs, bad], num_workers=2, batch_size=2, progress=False)
 
 
+def test_extraction_with_workers_leaves_the_global_rng_alone(tiny):
+    # A seeded cell after an extraction must draw the same numbers whether or not
+    # the extraction used worker processes (DataLoader seeds its workers).
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    tiny.extract(_small(n=4), num_workers=2, batch_size=2, cache=False, progress=False)
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
 # ----------------------------------------------------------------------------- cache
 def test_dataset_features_are_cached_bit_identically(tiny):
     ds = _dataset(_small(n=5))
