@@ -88,10 +88,11 @@ def text_features(ds: Any, spec: str = DEFAULT_TEXT, *, seed: int = 0) -> np.nda
     return np.hstack(parts).astype(np.float32)
 
 
-def _split(ds: Any, X: np.ndarray, Y: np.ndarray, split: str) -> SplitFeatures:
+def split_features(ds: Any, X: np.ndarray, Y: np.ndarray, split: str) -> SplitFeatures:
+    """The rows of one split: ``X`` ``(C, n)`` caption and ``Y`` ``(N, m)`` image features of all of ``ds``."""
     idx = np.flatnonzero(ds.split == split)
     if len(idx) == 0:
-        raise CrosslabError(f"{ds.name}: the {split!r} split is empty; evaluation needs train, val and test.")
+        raise CrosslabError(f"{ds.name}: the {split!r} split is empty; it needs at least one image.")
     remap = np.full(len(ds), -1, dtype=np.int64)
     remap[idx] = np.arange(len(idx))
     caps = np.flatnonzero(remap[ds.caption_to_image] >= 0)
@@ -110,7 +111,7 @@ def features(
     Y = ImageEncoder(encoder).extract(ds, progress=progress)
     t2 = time.perf_counter()
     return Features(
-        *(_split(ds, X, Y, s) for s in ("train", "val", "test")), text_name=text, image_name=encoder,
+        *(split_features(ds, X, Y, s) for s in ("train", "val", "test")), text_name=text, image_name=encoder,
         info={"text_s": t1 - t0, "image_s": t2 - t1},
     )
 

@@ -218,13 +218,9 @@ def split_arrays(
     ds: CaptionedImages, X: np.ndarray, Y: np.ndarray, split: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``(text (C_s, n), image (N_s, m), caption_to_image (C_s,))`` rows of one split of ``ds``."""
-    idx = np.flatnonzero(ds.split == split)
-    if len(idx) == 0:
-        raise CrosslabError(f"{ds.name}: the {split!r} split is empty.")
-    remap = np.full(len(ds), -1, dtype=np.int64)
-    remap[idx] = np.arange(len(idx))
-    caps = np.flatnonzero(remap[ds.caption_to_image] >= 0)
-    return X[caps], Y[idx], remap[ds.caption_to_image[caps]]
+    from .recipes import split_features
+
+    return split_features(ds, X, Y, split).as_tuple()
 
 
 #: How the apps' models are trained: linear towers (lesson 03), small enough to fit in
