@@ -37,7 +37,9 @@ from ._io import atomic_write
 from .errors import CacheError
 
 #: Bump when the way features are computed changes (invalidates every old entry).
-FEATURE_VERSION = 1
+# 2: EfficientNet-Lite0 runs with BatchNorm folded into its convolutions (features
+#    differ from version 1 by ~1e-5, enough to change a trained model's early stopping).
+FEATURE_VERSION = 2
 _META = "__crosslab_meta__"
 
 
