@@ -3,17 +3,20 @@
 from .base import SPLITS, CaptionedImages, load_image, to_rgb
 from .clipart import load_clipart
 from .loaders import load_coco, load_csv, load_image_folder, load_karpathy, load_photos
+from .people import QuerySet, load_people_queries
 from .scenes import make_scenes
 
 __all__ = [
     "SPLITS",
     "CaptionedImages",
+    "QuerySet",
     "load_clipart",
     "load_coco",
     "load_csv",
     "load_image",
     "load_image_folder",
     "load_karpathy",
+    "load_people_queries",
     "load_photos",
     "make_scenes",
     "to_rgb",
