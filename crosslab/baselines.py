@@ -161,11 +161,6 @@ class CCAModel(_Base):
         return self._out(((Y64 - self.y_mean_) / self.y_std_) @ self.y_pca_ @ self.cca_.y_rotations_, Y)
 
 
-def _inv_sqrt(C: np.ndarray) -> np.ndarray:
-    w, V = np.linalg.eigh(C)
-    return (V / np.sqrt(np.clip(w, 1e-12, None))) @ V.T
-
-
 class RegularizedCCA(_Base):
     """CCA with shrinkage on the covariances, in closed form.
 
@@ -190,6 +185,9 @@ class RegularizedCCA(_Base):
         Xc, Yc = X - self.x_mean_, Yc - self.y_mean_
         n = len(X)
         self._moments = (Xc.T @ Xc / n, Yc.T @ Yc / n, Xc.T @ Yc / n)
+        # C + a I has C's eigenvectors and eigenvalues w + a, so one eigendecomposition per
+        # side serves every ridge (with_reg): the ridge search costs matrix products only.
+        self._eigs = (np.linalg.eigh(self._moments[0]), np.linalg.eigh(self._moments[1]))
         return self._solve()
 
     def with_reg(self, reg: float) -> RegularizedCCA:
@@ -205,10 +203,13 @@ class RegularizedCCA(_Base):
             raise ShapeError(f"reg must be a number >= 0, got {self.reg}.")
         Cxx, Cyy, Cxy = self._moments
 
-        def shrink(C: np.ndarray) -> np.ndarray:
-            return C + self.reg * (np.trace(C) / len(C)) * np.eye(len(C))
+        def shrunk_inv_sqrt(C: np.ndarray, eig: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+            # (C + r (tr C / n) I)^-1/2 from C's eigendecomposition w, V.
+            w, V = eig
+            w = w + self.reg * (np.trace(C) / len(C))
+            return (V / np.sqrt(np.clip(w, 1e-12, None))) @ V.T
 
-        Wx, Wy = _inv_sqrt(shrink(Cxx)), _inv_sqrt(shrink(Cyy))
+        Wx, Wy = (shrunk_inv_sqrt(C, e) for C, e in zip((Cxx, Cyy), self._eigs, strict=True))
         U, s, Vt = np.linalg.svd(Wx @ Cxy @ Wy, full_matrices=False)
         d = min(self.d, len(s))
         weight = s[:d] ** self.power
