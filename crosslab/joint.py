@@ -226,6 +226,27 @@ class JointModel(nn.Module):
         atomic_write_text(path / "config.json", json.dumps(asdict(self.cfg), indent=2))
         return path
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The model as plain arrays (``config`` as a JSON string, ``w/<name>`` per weight): no pickle."""
+        arrays = {"config": np.array(json.dumps(asdict(self.cfg)))}
+        arrays |= {f"w/{k}": v.detach().cpu().numpy() for k, v in self.state_dict().items()}
+        return arrays
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], *, device: str | torch.device | None = None
+    ) -> JointModel:
+        """Rebuild a model from :meth:`to_arrays` output (e.g. a feature-cache entry)."""
+        try:
+            cfg = JointConfig(**json.loads(str(arrays["config"])))
+            model = cls(cfg)
+            model.load_state_dict({k[2:]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
+                                   if k.startswith("w/")})
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ModelError(f"these arrays do not hold a crosslab JointModel ({first}).") from None
+        return model.to(get_device(device))
+
     @classmethod
     def load(
         cls, path: str | Path, *, text_dim: int | None = None, image_dim: int | None = None,

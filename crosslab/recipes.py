@@ -9,6 +9,7 @@ ever scored once, at the end. ``docs/experiments.md`` records what was tried.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -139,25 +140,70 @@ def _fit_rcca(f: Features, d: int) -> Any:
     return best[1]
 
 
-def _fit_trained(loss: str, d: int, progress: bool, device: Any) -> Callable[[Features], Any]:
-    from .joint import fit
+#: Bump when a change to the training code changes what ``fit`` returns: cached models
+#: (see :func:`_fit_trained`) made by older code are then ignored.
+MODEL_VERSION = 1
+
+
+def features_hash(f: Features) -> str:
+    """Content hash of the train and val features of ``f`` (what a fitted model depends on)."""
+    from .cache import hash_arrays
+
+    if "hash" not in f.info:
+        f.info["hash"] = hash_arrays({
+            f"{split}/{what}": getattr(getattr(f, split), what)
+            for split in ("train", "val") for what in ("text", "image", "caption_to_image")
+        })[:24]
+    return f.info["hash"]
+
+
+def _fit_trained(
+    loss: str, d: int, progress: bool, device: Any, cache: bool = True
+) -> Callable[[Features], Any]:
+    from .cache import FeatureCache
+    from .device import get_device
+    from .joint import JointModel, fit
 
     def make(f: Features) -> Any:
+        import torch
+
         kw = TRAIN_DEFAULTS | LOSS_DEFAULTS[loss]
-        model, history = fit(
-            *f.train.as_tuple(), val=f.val.as_tuple(), d=d, loss=loss, progress=progress,
-            device=device, **kw,
+
+        def train() -> dict[str, np.ndarray]:
+            model, history = fit(
+                *f.train.as_tuple(), val=f.val.as_tuple(), d=d, loss=loss, progress=progress,
+                device=device, **kw,
+            )
+            return model.to_arrays() | {"history": np.array(json.dumps(history, default=float))}
+
+        # Training is deterministic for fixed features, settings and seed, so a model fitted
+        # before is reused (content-addressed, like image features): same numbers, no waiting.
+        parts = {
+            "kind": "joint-model", "model_version": MODEL_VERSION, "loss": loss, "d": d, "config": kw,
+            "data": features_hash(f), "torch": torch.__version__.split("+")[0],
+            "device": get_device(device).type,
+        }
+        arrays, info = FeatureCache(namespace="models").get_or_compute(
+            parts, train, label=f"model-{loss}", enabled=cache
         )
-        model.history_ = history
+        model = JointModel.from_arrays(arrays, device=device)
+        model.history_ = json.loads(str(arrays["history"]))
+        model.cache_info_ = info
         return model
 
     return make
 
 
 def default_models(
-    *, d: int = DEFAULT_D, losses: Sequence[str] | None = None, progress: bool = True, device: Any = None
+    *, d: int = DEFAULT_D, losses: Sequence[str] | None = None, progress: bool = True, device: Any = None,
+    cache: bool = True,
 ) -> list[ModelSpec]:
-    """Random, sklearn CCA, regularised CCA and one trained model per loss."""
+    """Random, sklearn CCA, regularised CCA and one trained model per loss.
+
+    Trained models are stored in the cache (``CROSSLAB_CACHE``/models) keyed by the
+    features' content and the settings, and loaded from there on the next run;
+    ``cache=False`` always retrains.
+    """
     from .baselines import CCAModel, RandomModel
     from .joint import LOSSES
 
@@ -169,7 +215,7 @@ def default_models(
     for loss in losses or LOSSES:
         kw = TRAIN_DEFAULTS | LOSS_DEFAULTS[loss]
         name = f"{kw.get('head', 'linear')}{'+cca init' if kw.get('init') == 'cca' else ''} {loss}"
-        specs.append(ModelSpec(name, "trained", _fit_trained(loss, d, progress, device)))
+        specs.append(ModelSpec(name, "trained", _fit_trained(loss, d, progress, device, cache)))
     return specs
 
 
@@ -184,10 +230,13 @@ def run_evaluation(
     progress: bool = True,
     device: Any = None,
     feats: Features | None = None,
+    cache: bool = True,
 ) -> list[dict[str, Any]]:
     """Fit every default model on train (choices on val) and score ``split``; one row per model.
 
-    Returns rows as :func:`crosslab.retrieval.metrics_row` makes them, plus ``seconds``.
+    Returns rows as :func:`crosslab.retrieval.metrics_row` makes them, plus ``seconds``
+    (fitting and scoring; a trained model loaded from the cache takes well under a second)
+    and ``cached`` (True when the fitted model came from the cache).
     """
     from .retrieval import evaluate, metrics_row
 
@@ -199,11 +248,12 @@ def run_evaluation(
         feats = features(ds, text=text, encoder=encoder, progress=progress)
     target = {"test": feats.test, "val": feats.val, "train": feats.train}[split]
     rows = []
-    for spec in default_models(d=d, losses=losses, progress=progress, device=device):
+    for spec in default_models(d=d, losses=losses, progress=progress, device=device, cache=cache):
         t0 = time.perf_counter()
         model = spec.make(feats)
         m = evaluate(model, target.caption_to_image, text=target.text, image=target.image)
         row = metrics_row(spec.name, spec.kind, m)
         row["seconds"] = round(time.perf_counter() - t0, 2)
+        row["cached"] = bool(getattr(getattr(model, "cache_info_", None), "hit", False))
         rows.append(row)
     return rows
