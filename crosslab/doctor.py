@@ -322,8 +322,8 @@ def check_cache() -> Check:
         return Check(item, ERROR, f"{root}: {existing} is not writable; {hint}")
     if not root.is_dir():
         return Check(item, OK, f"{root} (empty; created on first use)")
-    # Entries are the .npz files at the top (crosslab.cache); nothing below is walked.
-    entries = list(root.glob("*.npz"))
+    # Entries are the .npz files of each namespace folder (features/, models/: crosslab.cache).
+    entries = list(root.glob("*.npz")) + list(root.glob("*/*.npz"))
     size = sum(f.stat().st_size for f in entries)
     return Check(item, OK, f"{root} ({len(entries)} entries, {size / 1e6:.1f} MB)")
 

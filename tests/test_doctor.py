@@ -168,6 +168,12 @@ def test_feature_cache_row(tmp_path, monkeypatch):
     monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path / "c"))
     (tmp_path / "c" / "notes.txt").write_text("not an entry")
     assert dr.check_cache().detail == f"{tmp_path / 'c'} (1 entries, 2.0 MB)"
+    # The real cache keeps its entries in namespace folders (features/, models/).
+    from crosslab.cache import FeatureCache
+
+    FeatureCache(namespace="features").save("k1", {"x": np.zeros(250_000)})
+    FeatureCache(namespace="models").save("k2", {"x": np.zeros(250_000)})
+    assert dr.check_cache().detail == f"{tmp_path / 'c'} (3 entries, 6.0 MB)"
 
     (tmp_path / "f").write_text("a file")
     monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path / "f" / "cache"))
