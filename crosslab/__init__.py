@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "data", "device", "errors", "text", "image", "cache", "joint", "similarity",
     "retrieval", "baselines", "plots", "widgets", "doctor", "recipes",
+    "text_encoders", "zeroshot", "beyond",
 }
 
 

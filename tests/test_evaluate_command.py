@@ -58,3 +58,8 @@ def test_cli_errors(capsys):
     assert main(["evaluate", "--data", "/no/such/place"]) == 1
     assert "no such file" in capsys.readouterr().err
     assert main(["evaluate", "--data", "scenes:3"]) == 1
+
+
+def test_cli_people_queries_need_the_clip_art(capsys):
+    assert main(["evaluate", "--queries", "people", "--data", "scenes:40"]) == 1
+    assert "--data clipart" in capsys.readouterr().err

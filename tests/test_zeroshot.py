@@ -142,10 +142,19 @@ def test_fusion_model_and_choose_w():
     np.testing.assert_allclose(Sa, (X1 / np.linalg.norm(X1, axis=1, keepdims=True)) @ (Y1 / np.linalg.norm(Y1, axis=1, keepdims=True)).T, atol=1e-6)
     np.testing.assert_allclose(fm.scores((X1, X2), (Y1, Y2)), Z.fused_scores(Sa, Sb, 0.5, 1))
     assert fm.evaluate((X1, X2), (Y1, Y2), c2i) == Z.evaluate_fused(Sa, Sb, 0.5, c2i)
-    w, val = Z.choose_w(Sa, Sb, c2i)
-    assert set(val) == set(Z.W_GRID) and val[w] == max(val.values())
+    w, det = Z.choose_w(Sa, Sb, c2i, rule="best")
+    val = det["val_rsum"]
+    assert set(val) == set(Z.W_GRID) and val[w] == max(val.values()) and det["best_w"] == w
+    for v in (0.0, 0.3, 1.0):  # the bootstrap's unit-weight pass is evaluate_fused's rSum
+        assert val[v] == pytest.approx(Z.evaluate_fused(Sa, Sb, v, c2i)["rsum"], abs=1e-9)
     # Two independent noisy views: mixing beats either alone on this data.
     assert val[w] > max(val[0.0], val[1.0])
+    # One-SE rule: the largest w within one bootstrap SE of the best; deterministic.
+    w1, det1 = Z.choose_w(Sa, Sb, c2i)
+    assert w1 >= w and det1["best_w"] == w and det1["se"][w] == 0.0
+    assert val[w1] >= val[w] - det1["se"][w1]
+    assert all(val[v] < val[w] - det1["se"][v] for v in Z.W_GRID if v > w1)
+    assert Z.choose_w(Sa, Sb, c2i) == (w1, det1)
     with pytest.raises(ShapeError, match="w must be"):
         Z.FusionModel(a, b, 1.5)
     with pytest.raises(ShapeError, match="differ in shape"):

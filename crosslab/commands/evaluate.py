@@ -32,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "loaders read (Karpathy/COCO .json, .csv, image folder); needs train/val/test splits")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--queries", default="captions", choices=("captions", "people"),
+                   help="captions (default): the test images' own captions, the models above; people: "
+                   "the people-style query set (clip art only), text->image, for the models of "
+                   "crosslab.beyond (cca+glove, cca+minilm, mlp+minilm, conse+..., fusion(...))")
 
 
 def _load(data: str):
@@ -67,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.d < 1:
         raise CrosslabError(f"--d must be >= 1, got {args.d}.")
+    if args.queries == "people":
+        return _run_people(args)
     ds = _load(args.data)
     rows = run_evaluation(
         ds, text=args.text, encoder=args.encoder, d=args.d, losses=args.loss,
@@ -82,3 +88,37 @@ def run(args: argparse.Namespace) -> int:
             print(f"{ds.name}: test split, {args.text} text features, {args.encoder} images, d={args.d}")
             print(results_table(rows).to_string(float_format=lambda v: f"{v:.1f}"))
     return 0
+
+
+def _run_people(args: argparse.Namespace) -> int:
+    """``--queries people``: the recipe of :mod:`crosslab.beyond`, text->image on the people-style set."""
+    from ..beyond import run_beyond
+    from ..retrieval import ROW_KEYS
+
+    if args.data != "clipart":
+        raise CrosslabError(
+            f"--queries people: the people-style query set is written for the embedded clip art; "
+            f"use --data clipart (got {args.data!r})."
+        )
+    ds = _load(args.data)
+    rows = run_beyond(ds, queries=("people",), progress=not args.quiet and not args.json, device=args.device)
+    if args.json:
+        json.dump([{k: r[k] for k in (*ROW_KEYS, "queries")} for r in rows], sys.stdout, indent=1)
+        print()
+        return 0
+    import pandas as pd
+
+    keys = ["name", "kind", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "choice"]
+    print(f"{ds.name}: people-style queries, text->image over the {int((ds.split == 'test').sum())} "
+          "test images (i2t: not applicable); val chose reg / T / w")
+    with pd.option_context("display.width", 140, "display.max_columns", 20):
+        for q in dict.fromkeys(r["queries"] for r in rows):
+            table = pd.DataFrame([r for r in rows if r["queries"] == q], columns=keys).set_index("name")
+            print(f"\n{q} ({_count(q, rows)})")
+            print(table.to_string(float_format=lambda v: f"{v:.1f}"))
+    return 0
+
+
+def _count(q: str, rows: list) -> str:
+    n = next((r.get("n_queries") for r in rows if r["queries"] == q), None)
+    return f"{n} queries" if n is not None else "queries"
