@@ -6,9 +6,14 @@ Two layers, so the logic can be tested without a browser:
   :class:`~crosslab.data.CaptionedImages`) and one or more :class:`SearchModel`
   (a text encoder, an image encoder and a model with ``embed_text`` /
   ``embed_image``: a trained :class:`~crosslab.joint.JointModel` or a CCA
-  baseline). The gallery's images and captions are embedded once; a query is
-  embedded on the fly and ranked with :class:`~crosslab.retrieval.Index` under
-  the chosen metric (cosine, Euclidean or KL divergence).
+  baseline, or ConSE with ImageNet logits as its image features). The gallery's
+  images and captions are embedded once; a query is embedded on the fly and
+  ranked with :class:`~crosslab.retrieval.Index` under the chosen metric
+  (cosine, Euclidean or KL divergence). A :class:`FusionSearchModel` combines two
+  of them at the level of scores (lesson 07): each ranks the whole gallery, the
+  scores are z-scored per query and mixed, ``(1 - w) z(a) + w z(b)``.
+  :func:`beyond_search_models` turns :func:`crosslab.beyond.fit_beyond`'s models
+  into search models.
 * :class:`TextToImageApp` and :class:`ImageToTextApp` -- ipywidgets views over
   an engine. Every control is an attribute (``app.query``, ``app.k``,
   ``app.metric``, ``app.model``...), so a test sets ``app.query.value = "red car"``
@@ -36,7 +41,8 @@ from .retrieval import Index
 
 __all__ = [
     "APP_METRICS", "Hit", "SearchModel", "CrossModalSearch", "TextToImageApp", "ImageToTextApp",
-    "build_search", "png_bytes", "split_arrays", "fit_search_models",
+    "build_search", "png_bytes", "split_arrays", "fit_search_models", "FusionSearchModel",
+    "beyond_search_models",
 ]
 
 #: The metrics the apps offer: label -> crosslab.similarity metric name.
@@ -95,6 +101,61 @@ def _np(x: Any) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+@dataclass
+class FusionSearchModel:
+    """A score-level model: two :class:`SearchModel` ranked by ``(1 - w) z(a) + w z(b)``.
+
+    For a query, each component scores the *whole* gallery with the chosen metric
+    (turned into "higher = better": distances are negated, as in
+    :func:`crosslab.similarity.scores`); each score vector is z-scored over the gallery
+    (:func:`crosslab.zeroshot.fused_scores`, the evaluation's code) and the two are mixed.
+    So the app's metric dropdown applies to *both* components, and a hit's value is the
+    fused z-score (higher = better, whatever the metric): how many standard deviations
+    the item stands out from the gallery for this query.
+
+    Args:
+        name: label shown in the model dropdown.
+        a, b: the two components (each may read its own features: CNN features for CCA,
+            ImageNet logits for ConSE); they must share the gallery.
+        w: weight of ``b`` in [0, 1] (0: ``a`` alone, 1: ``b`` alone), e.g. chosen on val.
+    """
+
+    name: str
+    a: SearchModel
+    b: SearchModel
+    w: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.w, int | float) and 0 <= self.w <= 1):
+            raise CrosslabError(f"fusion {self.name!r}: the weight w must be in [0, 1], got {self.w!r}.")
+        self.w = float(self.w)
+
+    @property
+    def components(self) -> tuple[SearchModel, SearchModel]:
+        return self.a, self.b
+
+
+def _fused(
+    qa: np.ndarray, qb: np.ndarray, items_a: np.ndarray, items_b: np.ndarray, w: float, metric: str,
+    temperature: float,
+) -> np.ndarray:
+    """``(n, M)`` fused z-scores of queries ``qa``/``qb`` against items, per query row."""
+    from .similarity import scores
+    from .zeroshot import fused_scores
+
+    Sa = scores(qa, items_a, metric, temperature=temperature)
+    Sb = scores(qb, items_b, metric, temperature=temperature)
+    return fused_scores(Sa, Sb, w, axis=1)
+
+
+def _top(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best ``(values, ids)`` of one score row ``(M,)``, ties to the lower id."""
+    from .retrieval import topk
+
+    vals, ids = topk(np.asarray(S, dtype=np.float64)[None], min(int(k), len(S)))
+    return np.asarray(vals)[0], np.asarray(ids)[0]
+
+
 class CrossModalSearch:
     """Search a gallery by text (-> images) or by image (-> captions) with one of several models.
 
@@ -105,21 +166,28 @@ class CrossModalSearch:
     def __init__(
         self,
         gallery: CaptionedImages,
-        models: SearchModel | Sequence[SearchModel],
+        models: SearchModel | FusionSearchModel | Sequence[SearchModel | FusionSearchModel],
         kl_temperature: float = 0.1,
     ) -> None:
-        models = [models] if isinstance(models, SearchModel) else list(models)
+        if isinstance(models, SearchModel | FusionSearchModel):
+            models = [models]
+        models = list(models)
         if not models:
             raise CrosslabError("CrossModalSearch needs at least one SearchModel.")
         for m in models:
-            if len(m.image_features) != len(gallery) or len(m.caption_features) != gallery.n_captions:
-                raise CrosslabError(
-                    f"model {m.name!r}: {len(m.image_features)} image / {len(m.caption_features)} "
-                    f"caption features for a gallery of {len(gallery)} images / "
-                    f"{gallery.n_captions} captions; compute them on the same dataset."
-                )
+            parts = m.components if isinstance(m, FusionSearchModel) else (m,)
+            for p in parts:
+                if len(p.image_features) != len(gallery) or len(p.caption_features) != gallery.n_captions:
+                    raise CrosslabError(
+                        f"model {m.name!r}: {len(p.image_features)} image / {len(p.caption_features)} "
+                        f"caption features for a gallery of {len(gallery)} images / "
+                        f"{gallery.n_captions} captions; compute them on the same dataset."
+                    )
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            raise CrosslabError(f"model names must be unique, got {names}.")
         self.gallery = gallery
-        self.models: dict[str, SearchModel] = {m.name: m for m in models}
+        self.models: dict[str, SearchModel | FusionSearchModel] = {m.name: m for m in models}
         self.kl_temperature = float(kl_temperature)
         self._indexes: dict[tuple[str, str, str], Index] = {}
 
@@ -127,7 +195,11 @@ class CrossModalSearch:
     def model_names(self) -> list[str]:
         return list(self.models)
 
-    def _model(self, name: str | None) -> SearchModel:
+    def is_fusion(self, name: str | None = None) -> bool:
+        """Whether model ``name`` (default: the first) is a :class:`FusionSearchModel`."""
+        return isinstance(self._model(name), FusionSearchModel)
+
+    def _model(self, name: str | None) -> SearchModel | FusionSearchModel:
         if name is None:
             return next(iter(self.models.values()))
         if name not in self.models:
@@ -141,41 +213,75 @@ class CrossModalSearch:
             self._indexes[key] = Index(metric, temperature=self.kl_temperature).add(items)
         return self._indexes[key]
 
+    @staticmethod
+    def _embed_query(m: SearchModel, query: str) -> np.ndarray:
+        """``(1, d)`` joint-space vector of a text query (QueryError from the encoder)."""
+        x = np.asarray(m.encode_text(query), dtype=np.float32)[None]
+        return _np(m.model.embed_text(x))
+
+    @staticmethod
+    def _embed_picture(m: SearchModel, image: Image.Image) -> np.ndarray:
+        """``(1, d)`` joint-space vector of one picture."""
+        y = np.asarray(m.encode_images([image]), dtype=np.float32)
+        return _np(m.model.embed_image(y))
+
+    def _fusion_w(self, m: FusionSearchModel, w: float | None) -> float:
+        if w is None:
+            return m.w
+        if not (isinstance(w, int | float) and 0 <= w <= 1):
+            raise CrosslabError(f"the fusion weight w must be in [0, 1], got {w!r}.")
+        return float(w)
+
     def text_to_image(
-        self, query: str, k: int = 8, metric: str = "cosine", model: str | None = None
+        self, query: str, k: int = 8, metric: str = "cosine", model: str | None = None,
+        w: float | None = None,
     ) -> list[Hit]:
         """The ``k`` gallery images that best match ``query``, best first.
 
+        For a fusion model the values are fused z-scores (higher = better) and ``w``
+        overrides its weight; other models ignore ``w``.
         Raises :class:`QueryError` for an empty query or one without any known word.
         """
         if not isinstance(query, str) or not query.strip():
             raise QueryError("type a few words describing an image, e.g. 'a red car'.")
         m = self._model(model)
-        x = np.asarray(m.encode_text(query), dtype=np.float32)[None]
-        q = _np(m.model.embed_text(x))
-        vals, ids = self._index(m, "image", metric).search(q, k)
+        if isinstance(m, FusionSearchModel):
+            S = _fused(self._embed_query(m.a, query), self._embed_query(m.b, query),
+                       m.a.image_embeddings(), m.b.image_embeddings(), self._fusion_w(m, w), metric,
+                       self.kl_temperature)
+            vals, ids = _top(S[0], k)
+        else:
+            vals, ids = (r[0] for r in self._index(m, "image", metric).search(self._embed_query(m, query), k))
         return [
             Hit(int(i), float(v), self.gallery.image_captions(int(i))[0], int(i))
-            for v, i in zip(vals[0], ids[0], strict=True)
+            for v, i in zip(vals, ids, strict=True)
         ]
 
     def image_to_text(
         self, image: Image.Image | np.ndarray, k: int = 5, metric: str = "cosine",
-        model: str | None = None,
+        model: str | None = None, w: float | None = None,
     ) -> list[Hit]:
-        """The ``k`` gallery captions that best describe ``image`` (PIL or uint8 array), best first."""
+        """The ``k`` gallery captions that best describe ``image`` (PIL or uint8 array), best first.
+
+        For a fusion model the values are fused z-scores over the gallery's captions.
+        """
         m = self._model(model)
         if isinstance(image, np.ndarray):
             image = Image.fromarray(image)
         if not isinstance(image, Image.Image):
             raise ImageError(f"expected a PIL image or a uint8 array, got {type(image).__name__}.")
-        y = np.asarray(m.encode_images([to_rgb(image)]), dtype=np.float32)
-        q = _np(m.model.embed_image(y))
-        vals, ids = self._index(m, "text", metric).search(q, k)
+        image = to_rgb(image)
+        if isinstance(m, FusionSearchModel):
+            S = _fused(self._embed_picture(m.a, image), self._embed_picture(m.b, image),
+                       m.a.caption_embeddings(), m.b.caption_embeddings(), self._fusion_w(m, w), metric,
+                       self.kl_temperature)
+            vals, ids = _top(S[0], k)
+        else:
+            vals, ids = (r[0] for r in self._index(m, "text", metric).search(self._embed_picture(m, image), k))
         c2i = self.gallery.caption_to_image
         return [
             Hit(int(c), float(v), self.gallery.captions[int(c)], int(c2i[int(c)]))
-            for v, c in zip(vals[0], ids[0], strict=True)
+            for v, c in zip(vals, ids, strict=True)
         ]
 
 
@@ -259,6 +365,78 @@ def fit_search_models(
     return models
 
 
+def beyond_search_models(
+    setup: Any, names: Sequence[str] | None = None, *, image_encoder: Any = None,
+) -> list[SearchModel | FusionSearchModel]:
+    """Search models over the gallery ``setup.ds`` from lesson 07's recipe (:func:`crosslab.beyond.fit_beyond`).
+
+    Args:
+        setup: a :class:`crosslab.beyond.BeyondSetup` (fitted models, text encoders, and the
+            text / image inputs of every caption / image of ``setup.ds``).
+        names: which of its models, in this order (default: all but ``random``).
+        image_encoder: turns a picked or uploaded picture into pooled features / ImageNet
+            logits, ``extract(images, cache=False, progress=False, return_logits=True)``;
+            default the recipe's EfficientNet-Lite0, built on first use.
+
+    Each model reads what it was fitted on: a CCA or trained model the text encoder's
+    vectors and the CNN features, ConSE the text encoder's vectors and the ImageNet
+    logits (``image_features`` = logits ``(N, 1000)``). A fusion becomes a
+    :class:`FusionSearchModel` with the val-chosen ``w`` and its two components (shared
+    with the components' own entries when those are listed too).
+    """
+    from .zeroshot import FusionModel
+
+    if names is None:
+        names = [bm.name for bm in setup.models if bm.kind != "random"]
+    chosen = [setup.model(n) for n in names]
+    enc_state: dict[str, Any] = {}
+
+    def encode_images(kind: str) -> Callable[[list[Image.Image]], np.ndarray]:
+        def encode(ims: list[Image.Image]) -> np.ndarray:
+            if "enc" not in enc_state:
+                if image_encoder is None:
+                    from .image import ImageEncoder
+                    from .recipes import DEFAULT_ENCODER
+
+                    enc_state["enc"] = ImageEncoder(DEFAULT_ENCODER)
+                else:
+                    enc_state["enc"] = image_encoder
+            feats, logits = enc_state["enc"].extract(ims, cache=False, progress=False, return_logits=True)
+            return feats if kind == "features" else logits
+
+        return encode
+
+    built: dict[int, SearchModel] = {}  # id(fitted model) -> its SearchModel, so components are shared
+
+    def single(name: str, model: Any, text: str, image: str) -> SearchModel:
+        if id(model) not in built:
+            if text not in setup.encoders or image not in setup.image:
+                raise CrosslabError(
+                    f"model {name!r} reads text {text!r} / images {image!r}, which the setup lacks "
+                    f"(text: {sorted(setup.encoders)}, images: {sorted(setup.image)})."
+                )
+            built[id(model)] = SearchModel(name, model, setup.encoders[text].encode_query,
+                                           encode_images(image), setup.image[image], setup.text[text])
+        return built[id(model)]
+
+    def component_name(model: Any, fallback: str) -> str:
+        return next((bm.name for bm in setup.models if bm.model is model), fallback)
+
+    out: list[SearchModel | FusionSearchModel] = []
+    for bm in chosen:  # singles first, so a listed component keeps its own name
+        if not isinstance(bm.model, FusionModel):
+            single(bm.name, bm.model, bm.text, bm.image)
+    for bm in chosen:
+        if isinstance(bm.model, FusionModel):
+            fm = bm.model
+            a = single(component_name(fm.a, f"{bm.name}:a"), fm.a, bm.text[0], bm.image[0])
+            b = single(component_name(fm.b, f"{bm.name}:b"), fm.b, bm.text[1], bm.image[1])
+            out.append(FusionSearchModel(bm.name, a, b, fm.w))
+        else:
+            out.append(built[id(bm.model)])
+    return out
+
+
 # ----------------------------------------------------------------------------- widgets
 def png_bytes(im: Image.Image, size: int = 128) -> bytes:
     """PNG bytes of ``im`` shrunk to fit ``size`` x ``size`` (for ipywidgets.Image)."""
@@ -269,7 +447,9 @@ def png_bytes(im: Image.Image, size: int = 128) -> bytes:
     return buf.getvalue()
 
 
-def _format_value(metric: str, v: float) -> str:
+def _format_value(metric: str, v: float, fused: bool = False) -> str:
+    if fused:  # a fusion's value is a z-score, higher = better, whatever the metric
+        return f"fused z {v:.2f}"
     if metric == "cosine":
         return f"cosine {v:.3f}"
     if metric == "euclidean":
@@ -283,7 +463,12 @@ def _message(text: str, kind: str = "info") -> str:
 
 
 class _App(W.VBox):
-    """Shared controls: top-k slider, metric dropdown, model dropdown (when several)."""
+    """Shared controls: top-k slider, metric dropdown, model dropdown (when several).
+
+    A fusion model (:class:`FusionSearchModel`) also shows ``fusion_w``, a slider for its
+    weight w (0: first component only, 1: second only), reset to the model's own w
+    whenever that model is chosen.
+    """
 
     def __init__(self, search: CrossModalSearch, k: int, max_k: int, thumb: int) -> None:
         self.search = search
@@ -294,14 +479,49 @@ class _App(W.VBox):
         self.model = W.Dropdown(options=search.model_names, value=search.model_names[0],
                                 description="model")
         self.model.layout.display = None if len(search.model_names) > 1 else "none"
+        self.fusion_w = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="fusion w",
+                                      continuous_update=False, readout_format=".2f")
         self.message = W.HTML()
         self._thumbs: dict[int, bytes] = {}
+        self._quiet = False
         super().__init__()
-        for w in (self.k, self.metric, self.model):
+        self._sync_fusion_w()
+        for w in (self.k, self.metric, self.fusion_w):
             w.observe(self._on_change, names="value")
+        self.model.observe(self._on_model, names="value")
+
+    def _sync_fusion_w(self) -> None:
+        """Show the w slider only for a fusion model, set to that model's w (one update, not two)."""
+        m = self.search.models[self.model.value]
+        fused = isinstance(m, FusionSearchModel)
+        self.fusion_w.layout.display = None if fused else "none"
+        if fused:
+            self._quiet = True
+            try:
+                self.fusion_w.value = m.w
+            finally:
+                self._quiet = False
+
+    def _on_model(self, _change: Any = None) -> None:
+        self._sync_fusion_w()
+        self.update()
 
     def _on_change(self, _change: Any = None) -> None:
-        self.update()
+        if not self._quiet:
+            self.update()
+
+    @property
+    def _fused(self) -> bool:
+        return self.search.is_fusion(self.model.value)
+
+    @property
+    def _w(self) -> float | None:
+        return float(self.fusion_w.value) if self._fused else None
+
+    def _model_label(self) -> str:
+        if self._fused:
+            return f"{self.model.value}, w={self.fusion_w.value:.2f}, {self.metric.label}"
+        return f"{self.model.value}, {self.metric.label}"
 
     def _thumb(self, i: int) -> bytes:
         if i not in self._thumbs:
@@ -316,7 +536,7 @@ class TextToImageApp(_App):
     """Type a query, see the top-k gallery images with their scores and first captions.
 
     Controls: ``query`` (Text; updates on Enter or when focus leaves), ``k``, ``metric``,
-    ``model``. Results: ``hits`` (list of :class:`Hit`), ``grid`` (GridBox of
+    ``model``, ``fusion_w`` (fusion models only). Results: ``hits`` (list of :class:`Hit`), ``grid`` (GridBox of
     Image + HTML cards), ``message`` (HTML: what was searched, or what went wrong).
     """
 
@@ -335,8 +555,8 @@ class TextToImageApp(_App):
         self.grid.add_class("crosslab-t2i-results")
         self.message.add_class("crosslab-t2i-message")
         self.query.observe(self._on_change, names="value")
-        self.children = [W.HBox([self.query, self.model]), W.HBox([self.k, self.metric]),
-                         self.message, self.grid]
+        self.children = [W.HBox([self.query, self.model]),
+                         W.HBox([self.k, self.metric, self.fusion_w]), self.message, self.grid]
         self.update()
 
     def update(self) -> None:
@@ -344,7 +564,7 @@ class TextToImageApp(_App):
         q = self.query.value
         metric = self.metric.value
         try:
-            self.hits = self.search.text_to_image(q, self.k.value, metric, self.model.value)
+            self.hits = self.search.text_to_image(q, self.k.value, metric, self.model.value, self._w)
         except QueryError as e:
             self.hits = []
             self.grid.children = []
@@ -353,14 +573,15 @@ class TextToImageApp(_App):
             return
         self.message.value = _message(
             f"top {len(self.hits)} of {len(self.search.gallery):,} images for {q.strip()!r} "
-            f"({self.model.value}, {self.metric.label})"
+            f"({self._model_label()})"
         )
+        fused = self._fused
         cards = []
         for rank, h in enumerate(self.hits, 1):
             img = W.Image(value=self._thumb(h.image), format="png", width=self.thumb)
             cap = W.HTML(
                 f'<div style="font-size:11px;line-height:1.2;width:{self.thumb + 30}px">'
-                f"<b>{rank}.</b> {_format_value(metric, h.value)}<br>{html.escape(h.text[:80])}</div>"
+                f"<b>{rank}.</b> {_format_value(metric, h.value, fused)}<br>{html.escape(h.text[:80])}</div>"
             )
             cards.append(W.VBox([img, cap]))
         self.grid.children = cards
@@ -372,7 +593,7 @@ class ImageToTextApp(_App):
     ``choices`` are the pickable pictures: a list of ``(label, PIL image)``; by default the
     real photos of :func:`crosslab.data.load_photos` followed by a few gallery images.
     Controls: ``picker`` (Dropdown of labels; the thumbnail buttons set it), ``upload``
-    (FileUpload), ``k``, ``metric``, ``model``. Results: ``hits``, ``table`` (HTML),
+    (FileUpload), ``k``, ``metric``, ``model``, ``fusion_w``. Results: ``hits``, ``table`` (HTML),
     ``preview`` (Image), ``message``.
     """
 
@@ -401,7 +622,7 @@ class ImageToTextApp(_App):
         self.picker.observe(self._on_pick, names="value")
         self.upload.observe(self._on_upload, names="value")
         self.children = [self.thumbnails, W.HBox([self.picker, self.upload, self.model]),
-                         W.HBox([self.k, self.metric]), self.message,
+                         W.HBox([self.k, self.metric, self.fusion_w]), self.message,
                          W.HBox([self.preview, self.table])]
         self.update()
 
@@ -462,12 +683,13 @@ class ImageToTextApp(_App):
         name, im = cur
         metric = self.metric.value
         self.preview.value = png_bytes(im, 160)
-        self.hits = self.search.image_to_text(im, self.k.value, metric, self.model.value)
+        self.hits = self.search.image_to_text(im, self.k.value, metric, self.model.value, self._w)
         self.message.value = _message(
             f"top {len(self.hits)} of {self.search.gallery.n_captions:,} captions for {name!r} "
-            f"({self.model.value}, {self.metric.label})")
+            f"({self._model_label()})")
+        fused = self._fused
         rows = "".join(
-            f"<tr><td>{r}</td><td>{html.escape(_format_value(metric, h.value))}</td>"
+            f"<tr><td>{r}</td><td>{html.escape(_format_value(metric, h.value, fused))}</td>"
             f"<td>{html.escape(h.text)}</td></tr>"
             for r, h in enumerate(self.hits, 1)
         )
