@@ -264,3 +264,35 @@ def plot_results(rows: Sequence[dict], keys: Sequence[str] = ("t2i_r10", "i2t_r1
     ax.set_xlabel("%")
     ax.legend(fontsize=8)
     return fig
+
+
+def plot_query_sets(
+    rows: Sequence[dict], key: str = "t2i_r10", query_sets: Sequence[str] | None = None,
+) -> Figure:
+    """Grouped horizontal bars of one metric per model, one bar per query set (lesson 07).
+
+    ``rows``: :func:`crosslab.beyond.run_beyond`-style dicts with ``name``, ``queries``
+    (e.g. ``"captions"``, ``"people"``) and ``key``. Models keep the order in which they
+    first appear; ``query_sets`` picks and orders the bars (default: every set, in order of
+    appearance). A missing row or a ``None`` value leaves a gap.
+    """
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    sets = list(query_sets) if query_sets is not None else list(dict.fromkeys(r["queries"] for r in rows))
+    if not names or not sets:
+        raise ValueError("plot_query_sets needs rows with 'name' and 'queries'.")
+    value = {(r["name"], r["queries"]): r.get(key) for r in rows}
+    y = np.arange(len(names))
+    h = 0.8 / len(sets)
+    fig = Figure(figsize=(8, 0.3 * len(names) * len(sets) + 1.4), layout="constrained")
+    ax = fig.add_subplot()
+    for k, q in enumerate(sets):
+        vals = [value.get((n, q)) for n in names]
+        keep = [i for i, v in enumerate(vals) if v is not None]
+        bars = ax.barh(y[keep] + (k - (len(sets) - 1) / 2) * h, [float(vals[i]) for i in keep], h,
+                       label=q, color=f"C{k}")
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    ax.set_yticks(y, names, fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{key} (%)")
+    ax.legend(fontsize=8, title="queries", title_fontsize=8)
+    return fig

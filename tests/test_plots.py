@@ -107,3 +107,26 @@ def test_history_heatmaps_and_results():
     fig = plots.plot_results(rows)
     widths = sorted(round(p.get_width(), 1) for p in fig.axes[0].patches)
     assert widths == [1.5, 2.0, 40.0, 45.0]
+
+
+def test_plot_query_sets_groups_bars_by_model_and_query_set():
+    rows = [
+        {"name": "cca+glove", "queries": "captions", "t2i_r10": 38.3},
+        {"name": "cca+minilm", "queries": "captions", "t2i_r10": 54.2},
+        {"name": "cca+glove", "queries": "people", "t2i_r10": 17.7},
+        {"name": "cca+minilm", "queries": "people", "t2i_r10": None},  # a gap, not a zero bar
+        {"name": "conse+minilm", "queries": "people", "t2i_r10": 14.6},
+    ]
+    n_before = _pyplot_figures()
+    fig = plots.plot_query_sets(rows)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["cca+glove", "cca+minilm", "conse+minilm"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["captions", "people"]
+    bars = {(round(p.get_y() + p.get_height() / 2, 2), round(p.get_width(), 1)) for p in ax.patches}
+    # captions bars sit 0.2 above each model's tick, people bars 0.2 below
+    assert bars == {(-0.2, 38.3), (0.8, 54.2), (0.2, 17.7), (2.2, 14.6)}
+    only = plots.plot_query_sets(rows, query_sets=["people"])
+    assert sorted(round(p.get_width(), 1) for p in only.axes[0].patches) == [14.6, 17.7]
+    assert _pyplot_figures() == n_before
+    with pytest.raises(ValueError):
+        plots.plot_query_sets([])
