@@ -187,7 +187,10 @@ class RegularizedCCA(_Base):
         self._moments = (Xc.T @ Xc / n, Yc.T @ Yc / n, Xc.T @ Yc / n)
         # C + a I has C's eigenvectors and eigenvalues w + a, so one eigendecomposition per
         # side serves every ridge (with_reg): the ridge search costs matrix products only.
-        self._eigs = (np.linalg.eigh(self._moments[0]), np.linalg.eigh(self._moments[1]))
+        # One BLAS thread, as for CCAModel: on a busy 2-core machine OpenBLAS's spin-waiting
+        # threads made eigh(1280) 2x and the SVD below 6x slower than one thread (measured).
+        with threadpool_limits(1):
+            self._eigs = (np.linalg.eigh(self._moments[0]), np.linalg.eigh(self._moments[1]))
         return self._solve()
 
     def with_reg(self, reg: float) -> RegularizedCCA:
@@ -209,8 +212,9 @@ class RegularizedCCA(_Base):
             w = w + self.reg * (np.trace(C) / len(C))
             return (V / np.sqrt(np.clip(w, 1e-12, None))) @ V.T
 
-        Wx, Wy = (shrunk_inv_sqrt(C, e) for C, e in zip((Cxx, Cyy), self._eigs, strict=True))
-        U, s, Vt = np.linalg.svd(Wx @ Cxy @ Wy, full_matrices=False)
+        with threadpool_limits(1):
+            Wx, Wy = (shrunk_inv_sqrt(C, e) for C, e in zip((Cxx, Cyy), self._eigs, strict=True))
+            U, s, Vt = np.linalg.svd(Wx @ Cxy @ Wy, full_matrices=False)
         d = min(self.d, len(s))
         weight = s[:d] ** self.power
         self.correlations_ = s[:d]
