@@ -87,6 +87,21 @@ class BeyondSetup:
                 return m
         raise CrosslabError(f"no model {name!r}; choose one of {[m.name for m in self.models]}.")
 
+    def query_scores(self, name: str, queries: str | Sequence[str], split: str = "test") -> np.ndarray:
+        """``(n, N)`` text->image scores (higher = better) of ``queries`` against ``split``'s N images.
+
+        One string is one query (:class:`~crosslab.errors.QueryError` if it has no usable
+        word); a list is encoded in one batch. Fusions z-score each query over the N images.
+        """
+        bm = self.model(name)
+        keys = {bm.text} if isinstance(bm.text, str) else set(bm.text)
+        if isinstance(queries, str):
+            text = {k: self.encoders[k].encode_query(queries)[None] for k in keys}
+        else:
+            text = {k: self.encoders[k].transform(list(queries)) for k in keys}
+        imgs = _split(self.ds, split)[1]
+        return score_matrix(bm, text, {k: v[imgs] for k, v in self.image.items()}, axis=1)
+
 
 def _scores(model: Any, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     from .similarity import scores

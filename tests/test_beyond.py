@@ -93,6 +93,17 @@ def test_rows_choices_and_people(setup):
     assert got["t2i_r5"] == pytest.approx(100 * hits / len(Q), abs=0.01)
 
 
+def test_query_scores(setup):
+    n_test = int((setup.ds.split == "test").sum())
+    for name in ("conse+minilm", "cca+glove", "fusion(cca+minilm,conse+minilm)"):
+        one = setup.query_scores(name, "a red circle")
+        many = setup.query_scores(name, ["a red circle", "two blue squares"])
+        assert one.shape == (1, n_test) and many.shape == (2, n_test)
+        np.testing.assert_allclose(one[0], many[0], atol=1e-5)
+    with pytest.raises(Exception, match="no words"):
+        setup.query_scores("cca+glove", "  ")
+
+
 def test_bad_targets_and_queries(setup):
     qs = _queries(setup.ds)
     qs.targets = qs.targets + 1000
