@@ -18,7 +18,9 @@ name                                   kind       what
 =====================================  =========  =============================================
 
 Choices on val (rSum on the val captions): the CCA ridge (like
-``recipes._fit_rcca``), ConSE's T (:func:`crosslab.zeroshot.choose_T`), the fusion
+``recipes._fit_rcca``), ConSE's T and softmax temperature
+(:func:`crosslab.zeroshot.choose_conse`; ConSE is centred on the train split's mean
+vectors, two unpaired averages), the fusion
 weight w (:func:`crosslab.zeroshot.choose_w`; it under-weights the zero-shot side,
 see that function), early stopping of the MLP. The people-style query set is only
 ever scored, never used to choose anything.
@@ -167,7 +169,7 @@ def fit_beyond(
     from .recipes import DEFAULT_ENCODER, RCCA_REGS, Features, SplitFeatures, _fit_trained
     from .retrieval import evaluate
     from .text_encoders import get_text_encoder
-    from .zeroshot import ConSE, FusionModel, choose_T, choose_w
+    from .zeroshot import ConSE, FusionModel, choose_conse, choose_w
 
     unknown = [m for m in models if m not in BEYOND_MODELS]
     if unknown:
@@ -223,9 +225,13 @@ def fit_beyond(
         return model, {"best_epoch": model.history_.get("best_epoch"), "cached": hit}
 
     def conse(key: str) -> tuple[Any, dict]:
+        # T and the softmax temperature chosen on val; both sides centred on the train
+        # split's mean vectors (unpaired averages, no training: see ConSE.center).
         base = ConSE.from_encoder(encoders[key], T=1)
-        model, val = choose_T(base, *rows(va, key, "logits"))
-        return model, {"T": model.T, "val_rsum": val}
+        Xt, Lt, _ = rows(tr, key, "logits")
+        model, val = choose_conse(base, rows(va, key, "logits"), train=(Xt, Lt))
+        return model, {"T": model.T, "temperature": model.temperature, "centred": True,
+                       "val_rsum": {f"T={T} temperature={t:g}": v for (T, t), v in val.items()}}
 
     for name in models:
         if name == "random":
@@ -323,7 +329,7 @@ def run_beyond(
 
     def finish(row: dict, bm: BeyondModel, q: str) -> dict:
         row["queries"] = q
-        row["choice"] = ", ".join(f"{k}={v}" for k, v in bm.choice.items() if k in ("reg", "T", "w"))
+        row["choice"] = ", ".join(f"{k}={v}" for k, v in bm.choice.items() if k in ("reg", "T", "temperature", "w"))
         row["seconds"] = bm.seconds
         return row
 

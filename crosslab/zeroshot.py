@@ -36,12 +36,14 @@ import numpy as np
 from .errors import ModelError, ShapeError
 
 __all__ = [
-    "imagenet_class_names", "ConSE", "choose_T", "zscore", "fused_scores", "evaluate_fused",
-    "choose_w", "FusionModel", "T_GRID", "W_GRID",
+    "imagenet_class_names", "ConSE", "choose_T", "choose_conse", "zscore", "fused_scores", "evaluate_fused",
+    "choose_w", "FusionModel", "T_GRID", "TEMPERATURE_GRID", "W_GRID",
 ]
 
-#: Values of T tried on val by :func:`choose_T`.
-T_GRID = (1, 2, 3, 5, 10, 20, 50)
+#: Values of T tried on val by :func:`choose_T` and :func:`choose_conse`.
+T_GRID = (1, 2, 3, 5, 10, 20, 50, 100)
+#: Softmax temperatures tried on val by :func:`choose_conse` (1 = the classifier's own softmax).
+TEMPERATURE_GRID = (1.0, 2.0, 3.0, 5.0, 10.0)
 #: Fusion weights tried on val by :func:`choose_w` (0 = model a only, 1 = model b only).
 W_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -94,22 +96,32 @@ class ConSE:
     probabilities). ``embed_text(X (C, d)) -> X``: captions stay in the text encoder's space.
     """
 
-    def __init__(self, class_embeddings: Any, T: int = 10, metric: str = "cosine") -> None:
+    def __init__(
+        self, class_embeddings: Any, T: int = 10, metric: str = "cosine", temperature: float = 1.0
+    ) -> None:
         E = _as2d(class_embeddings, "class_embeddings")
         if len(E) < 1:
             raise ShapeError("class_embeddings needs at least one class.")
         if isinstance(T, bool) or not isinstance(T, int | np.integer) or not 1 <= T <= len(E):
             raise ModelError(f"T must be an integer in 1..{len(E)} (the number of classes), got {T!r}.")
+        if not (isinstance(temperature, int | float) and np.isfinite(temperature) and temperature > 0):
+            raise ModelError(f"temperature must be a number > 0, got {temperature!r}.")
         self.class_embeddings = _unit_rows(E)
         self.T = int(T)
         self.metric = metric
+        self.temperature = float(temperature)
+        # Set by center(): subtracted from each side's vectors (None: no centring).
+        self.text_mean_: np.ndarray | None = None
+        self.image_mean_: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
         return int(self.class_embeddings.shape[1])
 
     def __repr__(self) -> str:
-        return f"ConSE(K={len(self.class_embeddings)}, d={self.dim}, T={self.T})"
+        extra = f", temperature={self.temperature:g}" if self.temperature != 1.0 else ""
+        extra += ", centred" if self.text_mean_ is not None else ""
+        return f"ConSE(K={len(self.class_embeddings)}, d={self.dim}, T={self.T}{extra})"
 
     @classmethod
     def from_encoder(
@@ -143,14 +155,32 @@ class ConSE:
         model.class_names_ = names
         return model
 
-    def with_T(self, T: int) -> ConSE:
-        """The same class embeddings with another ``T`` (cheap, for choosing T)."""
+    def with_T(self, T: int, temperature: float | None = None) -> ConSE:
+        """The same class embeddings with another ``T`` (and temperature); not centred."""
         other = ConSE.__new__(ConSE)
         other.__dict__ |= self.__dict__
-        ConSE.__init__(other, self.class_embeddings, T=T, metric=self.metric)
+        ConSE.__init__(other, self.class_embeddings, T=T, metric=self.metric,
+                       temperature=self.temperature if temperature is None else temperature)
         if hasattr(self, "class_names_"):
             other.class_names_ = self.class_names_
         return other
+
+    def center(self, text: Any, logits: Any) -> ConSE:
+        """Subtract each side's mean vector, from *unpaired* samples: ``text`` ``(C, d)``
+        caption vectors and ``logits`` ``(N, K)`` of some images (e.g. the train split's).
+
+        Every ConSE image vector is a mixture of the same 1000 class vectors, so they all
+        share a large common component (and the captions theirs); cosine then mostly
+        measures that component. Removing the means makes cosine compare what is specific
+        to each item. Still no training: two averages, no caption-image pairs. Returns self.
+        """
+        self.text_mean_ = None
+        self.image_mean_ = None
+        X = _as2d(text, "text")
+        self.embed_text(X)  # width check
+        self.text_mean_ = X.mean(0)
+        self.image_mean_ = self.embed_image(logits).astype(np.float64).mean(0)
+        return self
 
     def top_classes(self, logits: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(N, T)`` class indices (most probable first) and their softmax probabilities."""
@@ -159,6 +189,7 @@ class ConSE:
             raise ShapeError(
                 f"logits have {L.shape[1]} classes but ConSE has {len(self.class_embeddings)} class embeddings."
             )
+        L = L / self.temperature  # > 1 flattens the softmax: more weight to runner-up classes
         P = np.exp(L - L.max(1, keepdims=True))
         P /= P.sum(1, keepdims=True)
         # A stable sort of -P: among equal probabilities the lower class index comes first.
@@ -169,13 +200,23 @@ class ConSE:
         """``(N, K)`` ImageNet logits -> ``(N, d)`` float32 convex combinations of class embeddings."""
         idx, p = self.top_classes(logits)
         w = p / p.sum(1, keepdims=True)  # renormalised over the top T (Norouzi et al.'s Z)
-        return np.einsum("nt,ntd->nd", w, self.class_embeddings[idx]).astype(np.float32)
+        Z = np.einsum("nt,ntd->nd", w, self.class_embeddings[idx])
+        if self.image_mean_ is not None:
+            Z = Z - self.image_mean_
+        return Z.astype(np.float32)
 
     def embed_text(self, X: Any) -> Any:
-        """``(C, d)`` text-encoder vectors, unchanged (they already live in ConSE's space)."""
+        """``(C, d)`` text-encoder vectors, unchanged (they already live in ConSE's space),
+        minus the text mean when the model is centred (NumPy or torch in, same type out)."""
         if getattr(X, "shape", (0, self.dim))[-1] != self.dim:
             raise ShapeError(f"text vectors have {X.shape[-1]} features but the class embeddings have {self.dim}.")
-        return X
+        if self.text_mean_ is None:
+            return X
+        if hasattr(X, "detach"):  # torch tensor
+            import torch
+
+            return X - torch.as_tensor(self.text_mean_, dtype=X.dtype, device=X.device)
+        return (np.asarray(X, dtype=np.float64) - self.text_mean_).astype(np.float32)
 
 
 def choose_T(
@@ -197,6 +238,40 @@ def choose_T(
         scores[T] = evaluate(m, caption_to_image, text=text, image=logits)["rsum"]
         if best is None or scores[T] > scores[best.T]:
             best = m
+    if best is None:
+        raise ModelError(f"no T in {list(Ts)} fits {len(model.class_embeddings)} classes.")
+    return best, scores
+
+
+def choose_conse(
+    model: ConSE,
+    val: tuple[Any, Any, Any],
+    train: tuple[Any, Any] | None = None,
+    Ts: Sequence[int] = T_GRID,
+    temperatures: Sequence[float] = TEMPERATURE_GRID,
+) -> tuple[ConSE, dict[tuple[int, float], float]]:
+    """Pick T and the softmax temperature by val rSum; centre on ``train`` first if given.
+
+    ``val`` = (caption vectors ``(C, d)``, logits ``(N, K)``, caption_to_image ``(C,)``);
+    ``train`` = (caption vectors, logits) of other, unpaired items for :meth:`ConSE.center`.
+    Returns ``(best model, {(T, temperature): val rSum})``; the first best in grid order wins ties.
+    """
+    from .retrieval import evaluate
+
+    text, logits, c2i = val
+    scores: dict[tuple[int, float], float] = {}
+    best, best_key = None, None
+    for T in Ts:
+        if T > len(model.class_embeddings):
+            continue
+        for tau in temperatures:
+            m = model.with_T(T, tau)
+            if train is not None:
+                m.center(*train)
+            key = (int(T), float(tau))
+            scores[key] = evaluate(m, c2i, text=text, image=logits)["rsum"]
+            if best is None or scores[key] > scores[best_key]:
+                best, best_key = m, key
     if best is None:
         raise ModelError(f"no T in {list(Ts)} fits {len(model.class_embeddings)} classes.")
     return best, scores

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from crosslab import beyond, recipes
+from crosslab import beyond, recipes, zeroshot
 from crosslab.data import make_scenes
 from crosslab.retrieval import ROW_KEYS, evaluate
 
@@ -69,7 +69,8 @@ def test_rows_choices_and_people(setup):
             assert r["n_queries"] == {"people": 12}.get(r["queries"], 6)
     # Val choices are recorded and come from the grids.
     assert setup.model("cca+minilm").choice["reg"] in recipes.RCCA_REGS
-    assert setup.model("conse+minilm").choice["T"] in (1, 2, 3, 5, 10, 20, 50)
+    assert setup.model("conse+minilm").choice["T"] in zeroshot.T_GRID
+    assert setup.model("conse+minilm").choice["temperature"] in zeroshot.TEMPERATURE_GRID
     assert 0 <= setup.model("fusion(cca+minilm,conse+minilm)").choice["w"] <= 1
 
     # The captions row of cca+minilm is retrieval.evaluate on the test split's features.
@@ -81,7 +82,7 @@ def test_rows_choices_and_people(setup):
 
     # A people row against a naive loop: ConSE + MiniLM, rank of each query's target image.
     conse = setup.model("conse+minilm").model
-    Q = setup.encoders["minilm"].transform(qs.texts)
+    Q = conse.embed_text(setup.encoders["minilm"].transform(qs.texts))  # centred text vectors
     V = conse.embed_image(setup.image["logits"][imgs])
     V = V / np.linalg.norm(V, axis=1, keepdims=True)
     hits = 0

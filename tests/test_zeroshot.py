@@ -27,6 +27,44 @@ def test_conse_hand_computed_three_classes():
     assert Z.ConSE(E, T=1).embed_text(X) is X
 
 
+def test_conse_temperature_and_centring_hand_computed():
+    E = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    e = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    L = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    for tau in (1.0, 2.0, 5.0):
+        q = np.exp(L / tau)
+        q /= q.sum(1, keepdims=True)  # the flattened softmax, by hand
+        np.testing.assert_allclose(Z.ConSE(E, T=3, temperature=tau).embed_image(L), q @ e, atol=1e-6)
+    with pytest.raises(ModelError, match="temperature"):
+        Z.ConSE(E, T=1, temperature=0.0)
+    # Centring: subtract the mean caption vector and the mean image vector of unpaired samples.
+    Xtr = np.array([[1.0, 1.0], [3.0, -1.0]], np.float32)
+    m = Z.ConSE(E, T=2, temperature=2.0).center(Xtr, L)
+    raw = Z.ConSE(E, T=2, temperature=2.0).embed_image(L)
+    np.testing.assert_allclose(m.embed_image(L), raw - raw.mean(0), atol=1e-6)
+    np.testing.assert_allclose(m.embed_text(np.array([[2.0, 0.0]])), [[0.0, 0.0]], atol=1e-6)
+    torch = pytest.importorskip("torch")
+    out = m.embed_text(torch.tensor([[2.0, 1.0]]))
+    assert isinstance(out, torch.Tensor) and torch.allclose(out, torch.tensor([[0.0, 1.0]]))
+    assert "centred" in repr(m) and "temperature=2" in repr(m)
+    assert m.with_T(3).text_mean_ is None  # a new T means new means
+
+
+def test_choose_conse_grid_and_centring():
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(6, 4))
+    L = rng.normal(size=(5, 6)) * 3
+    X = Z.ConSE(E, T=6).embed_image(L) + 0.05 * rng.normal(size=(5, 4))
+    c2i = np.arange(5)
+    best, scores = Z.choose_conse(Z.ConSE(E, T=1), (X, L, c2i), train=(X, L), Ts=(1, 3, 6),
+                                  temperatures=(1.0, 4.0))
+    assert set(scores) == {(T, t) for T in (1, 3, 6) for t in (1.0, 4.0)}
+    assert scores[(best.T, best.temperature)] == max(scores.values())
+    assert best.text_mean_ is not None
+    again = Z.ConSE(E, T=best.T, temperature=best.temperature).center(X, L)
+    assert evaluate(again, c2i, text=X, image=L)["rsum"] == scores[(best.T, best.temperature)]
+
+
 def test_conse_ties_and_errors():
     E = np.eye(3)
     # All three classes equally likely: the lower indices win the top-2.
