@@ -36,8 +36,9 @@ test: setup
 	$(PY) -m ruff check crosslab tests benchmarks scripts
 	$(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg
 
+# Every lesson in order, twice: from a new empty feature cache, then warm (your cache is untouched).
 course: setup
-	$(PY) scripts/run_course.py
+	$(PY) scripts/run_course.py --cold-warm
 
 notebooks: setup
 	$(PY) scripts/run_course.py --inplace

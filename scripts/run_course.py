@@ -4,11 +4,18 @@
     python scripts/run_course.py --only 03    # one lesson
     python scripts/run_course.py --inplace    # make notebooks: write the outputs back (authors)
     python scripts/run_course.py --readme     # also refresh the "Timings" table in README.md
+    python scripts/run_course.py --cold-warm  # make course: twice, from an empty then a warm cache
 
 A lesson is ``notebooks/[0-9][0-9]_*.ipynb``. Each runs with ``notebooks/`` as its
 working directory, as in JupyterLab. One line per lesson is printed (name,
 seconds, ok/failed and the error's last line); ``build/course/timings.json``
 keeps the numbers. Exit status 1 when any lesson fails (or none was found).
+
+``--cold-warm`` times the course as a learner meets it: first with
+``CROSSLAB_CACHE`` pointing at a new empty folder (image features, text vectors and
+models are computed), then again with that cache warm; your own cache is not
+touched. ``timings.json`` then holds ``{"cold": [...], "warm": [...]}`` and the
+README table gets one column per run.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -102,6 +110,7 @@ def machine() -> dict[str, str | int]:
         "device": device,
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
+        "load": f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "?",
     }
 
 
@@ -114,6 +123,21 @@ def timings_table(results: list[Result], info: dict) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d")
     return (f"Measured by `make course` on {when}: {info['device']}, {info['cpus']} CPU cores, "
             f"Python {info['python']}, empty feature caches unless noted.\n\n" + "\n".join(rows))
+
+
+def timings_table_cold_warm(cold: list[Result], warm: list[Result], info: dict) -> str:
+    """Markdown table with one column per cache state (for the README)."""
+    rows = ["| lesson | empty cache | warm cache |", "|---|---:|---:|"]
+    for c, w in zip(cold, warm, strict=True):
+        rows.append(f"| `{c.name}` | {c.seconds:.0f} s | {w.seconds:.0f} s |")
+    rows.append(f"| **all** | **{sum(r.seconds for r in cold):.0f} s** | "
+                f"**{sum(r.seconds for r in warm):.0f} s** |")
+    when = datetime.now(UTC).strftime("%Y-%m-%d")
+    return (f"Measured by `make course` (`scripts/run_course.py --cold-warm`: every lesson in "
+            f"order, each in a fresh kernel) on {when}: {info['device']}, {info['cpus']} CPU "
+            f"cores, Python {info['python']}, load average {info.get('load', '?')} when it "
+            "started. \"Empty cache\": `CROSSLAB_CACHE` pointing at a new empty folder; "
+            "\"warm\": the same run again.\n\n" + "\n".join(rows))
 
 
 def update_readme(readme: Path, table: str) -> None:
@@ -139,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
     ap.add_argument("--notebooks", type=Path, default=ROOT / "notebooks", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "course", help="where HTML copies go")
+    ap.add_argument("--cold-warm", action="store_true",
+                    help="run the course twice: from a new empty feature cache, then warm")
     ap.add_argument("--readme", type=Path, nargs="?", const=ROOT / "README.md", default=None,
                     help="refresh the timings table in README.md (only after a full, green run)")
     args = ap.parse_args(argv)
@@ -150,21 +176,44 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     width = max(len(p.stem) for p in lessons)
-    results = []
-    for path in lessons:
-        r = run_lesson(path, args.out, timeout=args.timeout, kernel=args.kernel, inplace=args.inplace)
-        results.append(r)
-        line = f"{r.name:<{width}}  {r.seconds:7.1f} s  {r.status}"
-        print(line + (f"  {r.error}" if r.error else ""), flush=True)
-
     info = machine()
+
+    def run_all(label: str, inplace: bool) -> list[Result]:
+        results = []
+        for path in lessons:
+            r = run_lesson(path, args.out, timeout=args.timeout, kernel=args.kernel, inplace=inplace)
+            results.append(r)
+            line = f"{r.name:<{width}}  {r.seconds:7.1f} s  {r.status}{label}"
+            print(line + (f"  {r.error}" if r.error else ""), flush=True)
+        return results
+
+    record: dict = {}
+    if args.cold_warm:
+        saved = os.environ.get("CROSSLAB_CACHE")
+        with tempfile.TemporaryDirectory(prefix="crosslab-course-cache-") as tmp:
+            os.environ["CROSSLAB_CACHE"] = tmp  # the kernels inherit it
+            try:
+                cold = run_all("  (empty cache)", False)
+                warm = run_all("  (warm cache)", args.inplace)
+            finally:
+                if saved is None:
+                    os.environ.pop("CROSSLAB_CACHE", None)
+                else:
+                    os.environ["CROSSLAB_CACHE"] = saved
+        results = cold + warm
+        record = {"cold": [asdict(r) | {"cache": "cold"} for r in cold],
+                  "warm": [asdict(r) | {"cache": "warm"} for r in warm],
+                  "total_seconds": {"cold": round(sum(r.seconds for r in cold), 1),
+                                    "warm": round(sum(r.seconds for r in warm), 1)}}
+    else:
+        results = run_all("", args.inplace)
+        record = {"lessons": [asdict(r) for r in results],
+                  "total_seconds": round(sum(r.seconds for r in results), 1)}
     total = round(sum(r.seconds for r in results), 1)
     failed = [r.name for r in results if r.status != "ok"]
     from crosslab._io import atomic_write_text
 
-    atomic_write_text(args.out / "timings.json", json.dumps({
-        "lessons": [asdict(r) for r in results],
-        "total_seconds": total,
+    atomic_write_text(args.out / "timings.json", json.dumps(record | {
         "machine": info,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }, indent=2) + "\n")
@@ -176,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             print("course: README timings not updated (needs a full run with every lesson ok)",
                   file=sys.stderr)
         else:
-            update_readme(args.readme, timings_table(results, info))
+            table = (timings_table_cold_warm(cold, warm, info) if args.cold_warm
+                     else timings_table(results, info))
+            update_readme(args.readme, table)
             print(f"course: timings written to {args.readme}")
     return 1 if failed else 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -188,3 +189,40 @@ def test_nbval_passes_a_rerun_only_thanks_to_sanitize(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
     # ... and only in what sanitize.cfg masks.
     assert masked.returncode == 0 and "5 passed" in masked.stdout, masked.stdout
+
+
+def test_cold_warm_uses_a_fresh_cache_then_the_same_one(tmp_path, capsys, monkeypatch):
+    """--cold-warm: two passes, both in one new CROSSLAB_CACHE; the caller's cache is untouched."""
+    nbdir = tmp_path / "nb"
+    nbdir.mkdir()
+    # The lesson records the cache folder it sees and whether it was empty on arrival.
+    _write(nbdir / "00_cache.ipynb",
+           "import os, pathlib\n"
+           "root = pathlib.Path(os.environ['CROSSLAB_CACHE'])\n"
+           "log = pathlib.Path(os.environ['LOG'])\n"
+           "with log.open('a') as f: f.write(f'{root}|{(root / \"mark\").exists()}\\n')\n"
+           "(root / 'mark').write_text('x')")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{rc.README_START}\n{rc.README_END}\n")
+    monkeypatch.setenv("LOG", str(tmp_path / "log.txt"))
+    monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path / "mine"))
+    out = tmp_path / "out"
+    assert rc.main(["--notebooks", str(nbdir), "--out", str(out), "--cold-warm",
+                    "--readme", str(readme)]) == 0
+    runs = [line.split("|") for line in (tmp_path / "log.txt").read_text().splitlines()]
+    assert [seen for _, seen in runs] == ["False", "True"]  # empty, then warm
+    assert runs[0][0] == runs[1][0] != str(tmp_path / "mine")
+    assert not (tmp_path / "mine").exists() and not Path(runs[0][0]).exists()  # removed after
+    assert os.environ["CROSSLAB_CACHE"] == str(tmp_path / "mine")
+    lines = capsys.readouterr().out.splitlines()
+    assert "(empty cache)" in lines[0] and "(warm cache)" in lines[1]
+    timings = json.loads((out / "timings.json").read_text())
+    assert [r["cache"] for r in timings["cold"] + timings["warm"]] == ["cold", "warm"]
+    text = readme.read_text()
+    assert "| lesson | empty cache | warm cache |" in text and "| `00_cache` |" in text
+    # benchmarks/bench_course.py files them under their cache state.
+    spec = importlib.util.spec_from_file_location("bench_course", ROOT / "benchmarks" / "bench_course.py")
+    bc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bc)
+    (row,) = bc.run(out / "timings.json")["rows"]
+    assert set(row) >= {"cold_s", "warm_s"}
