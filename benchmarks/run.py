@@ -109,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                 log(traceback.format_exc())
     res["cpu_share"] = {"other_cpu_fraction": share.other_cpu_fraction, "wall_s": share.wall_s,
                         "load_start": share.load_start, "load_end": share.load_end}
-    res["goals"] = [] if args.quick else goals(res)  # tiny sizes say nothing about the goals
+    try:
+        res["goals"] = [] if args.quick else goals(res)  # tiny sizes say nothing about the goals
+    except Exception as e:  # never lose the measurements to a bug in the summary
+        res["goals"] = []
+        res["errors"]["goals"] = f"{type(e).__name__}: {e}"
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "results.json", json.dumps(res, indent=1, default=_jsonable) + "\n")
     atomic_write_text(args.out / "RESULTS.md", report.render(res))
@@ -170,8 +174,9 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
     if pw and budget is not None:
         c = res["pairwise"]["config"]
         out_mb = c["n"] * c["m"] * 4 / 2**20
-        worst = max((r["crosslab"]["peak_mem_mb"] - out_mb * r["crosslab"]["rows_timed"] / c["n"], r)
-                    for r in pw if r.get("crosslab") and r["device"] == "cpu") if pw else None
+        worst = max(((r["crosslab"]["peak_mem_mb"] - out_mb * r["crosslab"]["rows_timed"] / c["n"], r)
+                     for r in pw if r.get("crosslab") and r["device"] == "cpu"),
+                    key=lambda t: t[0], default=None)
         if worst:
             extra, r = worst
             out.append({"goal": f"pairwise peak memory beyond the (N, M) output ≤ documented "
