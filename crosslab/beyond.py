@@ -139,13 +139,9 @@ def _metrics(bm: BeyondModel, text: dict, image: dict, c2i: np.ndarray) -> dict[
 
 def _split(ds: Any, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Caption rows, image rows and the local caption -> image map of one split."""
-    idx = np.flatnonzero(ds.split == split)
-    if len(idx) == 0:
-        raise CrosslabError(f"{ds.name}: the {split!r} split is empty; it needs at least one image.")
-    remap = np.full(len(ds), -1, dtype=np.int64)
-    remap[idx] = np.arange(len(idx))
-    caps = np.flatnonzero(remap[ds.caption_to_image] >= 0)
-    return caps, idx, remap[ds.caption_to_image[caps]]
+    from .recipes import split_rows
+
+    return split_rows(ds, split)
 
 
 def fit_beyond(

@@ -89,15 +89,21 @@ def text_features(ds: Any, spec: str = DEFAULT_TEXT, *, seed: int = 0) -> np.nda
     return np.hstack(parts).astype(np.float32)
 
 
-def split_features(ds: Any, X: np.ndarray, Y: np.ndarray, split: str) -> SplitFeatures:
-    """The rows of one split: ``X`` ``(C, n)`` caption and ``Y`` ``(N, m)`` image features of all of ``ds``."""
+def split_rows(ds: Any, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Caption rows ``(C_s,)``, image rows ``(N_s,)`` and the local caption -> image map of one split."""
     idx = np.flatnonzero(ds.split == split)
     if len(idx) == 0:
         raise CrosslabError(f"{ds.name}: the {split!r} split is empty; it needs at least one image.")
     remap = np.full(len(ds), -1, dtype=np.int64)
     remap[idx] = np.arange(len(idx))
     caps = np.flatnonzero(remap[ds.caption_to_image] >= 0)
-    return SplitFeatures(X[caps], Y[idx], remap[ds.caption_to_image[caps]])
+    return caps, idx, remap[ds.caption_to_image[caps]]
+
+
+def split_features(ds: Any, X: np.ndarray, Y: np.ndarray, split: str) -> SplitFeatures:
+    """The rows of one split: ``X`` ``(C, n)`` caption and ``Y`` ``(N, m)`` image features of all of ``ds``."""
+    caps, idx, c2i = split_rows(ds, split)
+    return SplitFeatures(X[caps], Y[idx], c2i)
 
 
 def features(
