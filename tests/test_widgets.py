@@ -12,6 +12,7 @@ from PIL import Image
 import crosslab as cl
 from crosslab.baselines import RandomModel, RegularizedCCA
 from crosslab.errors import CrosslabError, QueryError
+from crosslab.recipes import split_rows
 from crosslab.widgets import (
     CrossModalSearch,
     ImageToTextApp,
@@ -39,9 +40,7 @@ def search() -> CrossModalSearch:
     kv = cl.text.train_word2vec(ds.train.captions, vector_size=32, epochs=10)
     enc = cl.text.SentenceEncoder(kv, "mean")
     X = enc.transform(ds.captions)
-    train = np.flatnonzero(ds.split == "train")
-    keep = np.isin(ds.caption_to_image, train)
-    c2i = np.searchsorted(train, ds.caption_to_image[keep])
+    keep, train, c2i = split_rows(ds, "train")
     cca = RegularizedCCA(d=24, reg=0.1).fit(X[keep], Y[train], c2i)
     cca_small = RegularizedCCA(d=4, reg=0.1).fit(X[keep], Y[train], c2i)
     return CrossModalSearch(ds, [
@@ -244,9 +243,7 @@ def beyond():
     kv = cl.text.train_word2vec(ds.train.captions, vector_size=32, epochs=10)
     enc = cl.text.SentenceEncoder(kv, "mean")
     X = enc.transform(ds.captions)
-    train = np.flatnonzero(ds.split == "train")
-    keep = np.isin(ds.caption_to_image, train)
-    c2i = np.searchsorted(train, ds.caption_to_image[keep])
+    keep, train, c2i = split_rows(ds, "train")
     cca = RegularizedCCA(d=16, reg=0.1).fit(X[keep], Y[train], c2i)
     conse = ConSE.from_encoder(enc, T=2, class_names=COLOUR_NAMES)
     models = [
