@@ -156,8 +156,8 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
             if r["backend"] == "crosslab" and r["device"] == "cpu" and r.get("peak_mem_mb") is not None}
     if mems and block is not None:
         worst = max(mems.values())
-        out.append({"goal": f"crosslab search peak memory within its documented block "
-                            f"(batch_size × item_chunk float32 = {block:.0f} MiB, +4 MiB for "
+        out.append({"goal": f"crosslab search peak memory within its documented bound "
+                            f"(Index.memory_bytes: {block:.0f} MiB, +4 MiB for "
                             "top-k lists) at every N",
                     "measured": ", ".join(f"N={n:,}: {v:.0f} MiB" for n, v in sorted(mems.items())),
                     "met": worst <= block + 4})
@@ -186,13 +186,15 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _index_block_mb() -> float | None:
-    """The score block crosslab's Index documents as its memory bound, from its defaults."""
+    """The working memory crosslab's Index documents as its bound, at its default sizes."""
     try:
         from crosslab.retrieval import Index
     except ImportError:
         return None
-    chunk = inspect.signature(Index).parameters["item_chunk"].default
     batch = inspect.signature(Index.search).parameters["batch_size"].default
+    if hasattr(Index, "memory_bytes"):
+        return Index().memory_bytes(batch) / 2**20
+    chunk = inspect.signature(Index).parameters["item_chunk"].default
     return batch * chunk * 4 / 2**20
 
 

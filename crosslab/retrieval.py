@@ -3,9 +3,11 @@
 * :func:`topk` — the k best entries of each row of a score matrix, with a
   deterministic tie-break: among equal scores the lower index wins.
 * :class:`Index` — add items once, search many queries; streams over query
-  batches *and* item chunks (one big float32 GEMM per block, ``torch.topk`` per
-  block, partial top-k lists merged), so a million items never need an
-  ``(n_queries, M)`` matrix. Optional exact FAISS backend (``backend="faiss"``).
+  batches *and* item chunks, so a million items never need an ``(n_queries, M)``
+  matrix. Scores come from cache-sized float32 GEMM tiles; a group of 128 items is
+  only looked at when its maximum can beat a query's current k-th score, which
+  after the first chunk almost no group can. Optional exact FAISS backend
+  (``backend="faiss"``).
 * :func:`evaluate` — the Flickr30k / COCO protocol with several captions per
   image: text->image ranks each caption's image among all images; image->text
   takes, per image, the best rank among its captions. R@1/5/10 (in percent),
@@ -25,6 +27,14 @@ from .errors import QueryError, ShapeError
 from .similarity import HIGHER_IS_BETTER, as_tensor, check_metric, pairwise, scores, unit_rows
 
 Array = np.ndarray | torch.Tensor
+
+# Items per score tile on the CPU. A (1024 queries x 1024 items) float32 tile (4 MiB) stays
+# in cache between the GEMM that writes it and the max that reads it, and this GEMM shape
+# runs near the machine's peak; wider tiles are slower (benchmarks/RESULTS.md, issue 8).
+CPU_TILE = 1024
+GROUP = 128  # items per group whose maximum decides whether the group is looked at
+LIST_PER_QUERY = 64  # candidates listed per query and slice before falling back to top-k per group
+_NO_ID = torch.iinfo(torch.int64).max  # id of an empty slot; sorts after every real id
 
 
 # ----------------------------------------------------------------------------- top-k
@@ -89,6 +99,31 @@ def topk(scores_: Array, k: int, *, largest: bool = True) -> tuple[Array, Array]
     return vals, idx
 
 
+def _merge_candidates(
+    best_v: torch.Tensor, best_i: torch.Tensor, qid: torch.Tensor, vals: torch.Tensor, ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge loose candidates ``(query, score, id)`` into each query's sorted top-k list.
+
+    Candidates must come later in the item order than everything in the lists, and in
+    ascending id order per query (the order ``nonzero`` yields them in); then two stable
+    sorts give score descending with the lower id first among equal scores.
+    """
+    n, k = best_v.shape
+    q = torch.cat([torch.arange(n, device=qid.device).repeat_interleave(k), qid])
+    v = torch.cat([best_v.flatten(), vals])
+    i = torch.cat([best_i.flatten(), ids])
+    o = torch.sort(v, descending=True, stable=True).indices
+    o = o[torch.sort(q[o], stable=True).indices]
+    q, v, i = q[o], v[o], i[o]
+    counts = torch.bincount(q, minlength=n)
+    rank = torch.arange(len(q), device=q.device) - (torch.cumsum(counts, 0) - counts)[q]
+    keep = rank < k  # every query has at least its k listed entries
+    pos = q[keep] * k + rank[keep]
+    out_v, out_i = torch.empty_like(best_v), torch.empty_like(best_i)
+    out_v.view(-1)[pos], out_i.view(-1)[pos] = v[keep], i[keep]
+    return out_v, out_i
+
+
 # ----------------------------------------------------------------------------- Index
 class Index:
     """Exact nearest-neighbour search over a fixed set of items, for any metric of :mod:`similarity`.
@@ -100,9 +135,12 @@ class Index:
     ``kl``, ``js``; similarities descending otherwise) and ties go to the lower id.
     ``k > M`` is clamped to ``M``.
 
-    Memory is bounded by ``batch_size x item_chunk`` floats whatever ``M`` is: each
-    block is one ``torch.mm`` plus ``torch.topk``, and the partial top-k lists are
-    merged. ``backend="faiss"`` (exact ``IndexFlatIP`` / ``IndexFlatL2``; cosine,
+    Memory is bounded by :meth:`memory_bytes` whatever ``M`` is: a score block of
+    ``batch_size x item_chunk`` floats, filled by ``CPU_TILE``-wide GEMM tiles (on the
+    CPU; one GEMM per chunk on a GPU), plus a small scratch. From each block only the
+    groups of ``GROUP`` items whose maximum beats a query's k-th best so far are read
+    again, and their winners are merged into the query's top-k list: selection costs
+    little beside the GEMM (issue 8). ``backend="faiss"`` (exact ``IndexFlatIP`` / ``IndexFlatL2``; cosine,
     dot and Euclidean only; CPU) needs ``faiss-cpu``; its top-k sets equal the torch
     backend's up to ties, whose order follows FAISS.
     """
@@ -215,8 +253,10 @@ class Index:
         else:
             q = q.to(self._items.device, self._items.dtype)
             # One score buffer for the whole search (batch_size x item_chunk floats): no
-            # fresh allocation, and no page faults, per block.
-            buf = torch.empty(min(batch_size, len(q)) * min(self.item_chunk, len(self)),
+            # fresh allocation, and no page faults, per block. JS scores chunks in full.
+            tile = self._tile()
+            block = 0 if self.metric == "js" else -(-min(self.item_chunk, len(self)) // tile) * tile
+            buf = torch.empty(min(batch_size, len(q)) * block,
                               dtype=self._items.dtype, device=self._items.device)
             outs = [self._search_batch(q[i : i + batch_size], k, buf)
                     for i in range(0, len(q), batch_size)]
@@ -230,26 +270,101 @@ class Index:
             return vals, ids
         return vals.cpu().numpy(), ids.cpu().numpy()
 
+    def _tile(self) -> int:
+        """Items per GEMM tile: cache-sized on the CPU, the whole chunk on accelerators."""
+        width = min(self.item_chunk, len(self))
+        return min(CPU_TILE, width) if self._items.device.type == "cpu" else width
+
+    def memory_bytes(self, batch_size: int = 1024) -> int:
+        """Upper bound on the working memory of one :meth:`search`, whatever the number of items.
+
+        The score block (``batch_size x item_chunk`` floats, rounded up to whole tiles)
+        plus a scratch of three ``batch_size x CPU_TILE`` float blocks: one gathered
+        slice of groups, its mask and index lists, and the candidate lists being merged
+        (at most ``LIST_PER_QUERY``, or k per group, per query and slice).
+        """
+        item_size = 4 if self._items is None else self._items.element_size()
+        tile = min(CPU_TILE, self.item_chunk)
+        return batch_size * (-(-self.item_chunk // tile) * tile + 3 * tile) * item_size
+
     def _search_batch(
         self, q: torch.Tensor, k: int, buf: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.metric == "js":
+            return self._search_batch_js(q, k)
         qp = self._prepare_queries(q)
+        n, dev, dt = len(qp), self._items.device, self._items.dtype
+        tile = self._tile()
+        # best_v[:, -1] is each query's current k-th score. An item can only enter the
+        # answer if it beats it strictly: it comes later, so it loses every tie.
+        best_v = torch.full((n, k), -math.inf, dtype=dt, device=dev)
+        best_i = torch.full((n, k), _NO_ID, dtype=torch.int64, device=dev)
+        n_tiles = -(-min(self.item_chunk, len(self)) // tile)
+        group = GROUP if tile % GROUP == 0 else tile
+        G = tile // group
+        tops = torch.empty((n_tiles, n, G), dtype=dt, device=dev)  # max of each group of items
+        # Gathered group rows stay within n x CPU_TILE floats at a time (see memory_bytes).
+        slice_rows = max(1, n * min(CPU_TILE, tile) // group)
+        with torch.no_grad():
+            for j in range(0, len(self), self.item_chunk):
+                chunk = self._items[j : j + self.item_chunk]
+                nt = -(-len(chunk) // tile)
+                S = buf[: nt * n * tile].view(nt, n, tile)
+                for t in range(nt):
+                    blk = chunk[t * tile : (t + 1) * tile]
+                    if len(blk) == tile:
+                        St = torch.mm(qp, blk.T, out=S[t])
+                    else:  # a short last tile: pad with -inf, which never beats a score
+                        S[t, :, len(blk) :] = -math.inf
+                        St = S[t, :, : len(blk)]
+                        St.copy_(qp @ blk.T)
+                    if self._col is not None:
+                        St += self._col[j + t * tile : j + t * tile + len(blk)]
+                    torch.amax(S[t].view(n, G, group), dim=2, out=tops[t])
+                if j == 0:
+                    # Nothing listed yet: the k-th largest group maximum is a lower bound
+                    # on the k-th best score (k distinct items reach it), so items below
+                    # it cannot win. Items equal to it can, hence >= for this chunk.
+                    flat = tops[:nt].permute(1, 0, 2).reshape(n, -1)
+                    bound = torch.topk(flat, min(k, flat.shape[1]), dim=1).values[:, -1:]
+                    if flat.shape[1] < k:
+                        bound = torch.full_like(bound, -math.inf)
+                    beats = torch.ge
+                else:
+                    # An item beats a listed one only strictly: it comes later, so it loses ties.
+                    bound, beats = best_v[:, -1:], torch.gt
+                # Groups whose maximum cannot beat the bound are skipped without a look.
+                ti, qi, gi = torch.nonzero(beats(tops[:nt], bound[None]), as_tuple=True)
+                groups = S.view(nt, n, G, group)
+                for s in range(0, len(ti), slice_rows):
+                    a, b, g = ti[s : s + slice_rows], qi[s : s + slice_rows], gi[s : s + slice_rows]
+                    rows = groups[a, b, g]  # (r, group) copy of the groups that may hold a winner
+                    first = j + a * tile + g * group  # id of each row's first item
+                    hit = beats(rows, bound[b])
+                    if int(hit.sum()) <= n * LIST_PER_QUERY:
+                        r, c = torch.nonzero(hit, as_tuple=True)
+                        v, ids = rows[r, c], first[r] + c
+                        qs = b[r]
+                    else:  # too many to list (no bound yet): each row's top-k suffices
+                        kk = min(k, group)
+                        v, i = _topk_desc(rows, kk)
+                        v, ids, qs = v.flatten(), (first[:, None] + i).flatten(), b.repeat_interleave(kk)
+                    ids = ids.masked_fill(ids >= j + len(chunk), _NO_ID)  # padding of a short tile
+                    # Later slices hold later items of each query, so merging slice by slice
+                    # keeps _merge_candidates' order condition and bounds the lists.
+                    best_v, best_i = _merge_candidates(best_v, best_i, qs, v, ids)
+        return self._to_metric(best_v, q), best_i
+
+    def _search_batch_js(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # JS has no GEMM form: score each item chunk in full and merge the partial lists.
         best_v = best_i = None
         with torch.no_grad():
             for j in range(0, len(self), self.item_chunk):
-                if self.metric == "js":
-                    S = -pairwise(q, self._raw[j : j + self.item_chunk], "js", temperature=self.temperature)
-                else:
-                    block = self._items[j : j + self.item_chunk]
-                    S = torch.mm(qp, block.T, out=buf[: len(qp) * len(block)].view(len(qp), len(block)))
-                    if self._col is not None:
-                        S += self._col[j : j + self.item_chunk]
+                S = -pairwise(q, self._raw[j : j + self.item_chunk], "js", temperature=self.temperature)
                 v, i = _topk_desc(S, min(k, S.shape[1]), offset=j)
                 if best_v is None:
                     best_v, best_i = v, i
                 else:
-                    # Merge two exact partial lists: the global top-k under the total
-                    # order (score desc, id asc) is within their union.
                     best_v, best_i = _lexsort_rows(torch.cat([best_v, v], 1), torch.cat([best_i, i], 1))
                     best_v, best_i = best_v[:, :k], best_i[:, :k]
         return self._to_metric(best_v, q), best_i

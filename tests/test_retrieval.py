@@ -68,6 +68,52 @@ def test_index_ties_across_chunks_go_to_lower_id():
     assert i.tolist() == [[0, 3, 6, 9]]
 
 
+@pytest.mark.parametrize("tile,group", [(8, 4), (8, 3), (6, 2), (16, 16)])
+@pytest.mark.parametrize("item_chunk", [5, 16, 21, 1000])
+@pytest.mark.parametrize("metric", ["dot", "cosine", "euclidean", "kl"])
+def test_index_tiles_groups_and_ties_match_full_topk(monkeypatch, tile, group, item_chunk, metric):
+    # Small tiles and groups put many tiles per chunk, short last tiles (padding), and
+    # groups that do or do not divide a tile into play.
+    monkeypatch.setattr(R, "CPU_TILE", tile)
+    monkeypatch.setattr(R, "GROUP", group)
+    rng = np.random.default_rng(tile * 100 + item_chunk)
+    if metric in ("dot", "euclidean"):  # integer features: exact scores, many exact ties
+        items = rng.integers(-2, 3, size=(97, 4)).astype(np.float64)
+        queries = rng.integers(-2, 3, size=(13, 4)).astype(np.float64)
+    else:  # cosine and KL round differently in a full matrix and in the index: no ties
+        items, queries = rng.normal(size=(97, 4)), rng.normal(size=(13, 4))
+    full = sim.pairwise(queries, items, metric)
+    ix = R.Index(metric, item_chunk=item_chunk).add(items)
+    for k in (1, 3, 7, 50, 97):
+        v, i = ix.search(queries, k, batch_size=5)
+        rv, ri = R.topk(full, k, largest=sim.HIGHER_IS_BETTER[metric])
+        np.testing.assert_array_equal(i, ri, err_msg=f"k={k}")
+        np.testing.assert_allclose(v, rv, atol=1e-6)
+
+
+@pytest.mark.parametrize("listed", [0, 1, 64])
+def test_index_listing_cap_and_adversarial_order(monkeypatch, listed):
+    # Ascending scores: every later group beats the k-th best so far, the worst case for
+    # skipping. A cap of 0 candidates forces the per-group top-k path everywhere.
+    monkeypatch.setattr(R, "CPU_TILE", 8)
+    monkeypatch.setattr(R, "GROUP", 4)
+    monkeypatch.setattr(R, "LIST_PER_QUERY", listed)
+    items = np.repeat(np.arange(60, dtype=np.float64), 2)[:, None]  # pairs of equal items
+    queries = np.array([[1.0], [-1.0], [0.5]])
+    v, i = R.Index("dot", item_chunk=16).add(items).search(queries, 5, batch_size=2)
+    rv, ri = R.topk(sim.pairwise(queries, items, "dot"), 5)
+    np.testing.assert_array_equal(i, ri)
+    np.testing.assert_array_equal(v, rv)
+    assert i[0].tolist() == [118, 119, 116, 117, 114] and i[1].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_index_memory_bytes_covers_block_and_scratch():
+    ix = R.Index("dot", item_chunk=16384)
+    # 1024 x 16384 float32 score block (64 MiB) + 3 x 1024 x CPU_TILE scratch (12 MiB)
+    assert ix.memory_bytes(1024) == 1024 * (16384 + 3 * R.CPU_TILE) * 4
+    assert R.Index("dot", item_chunk=1500).memory_bytes(10) == 10 * (2048 + 3 * 1024) * 4
+
+
 def test_index_errors_and_clamping():
     ix = R.Index("cosine")
     with pytest.raises(QueryError, match="empty"):
