@@ -328,8 +328,16 @@ def choose_w(
     rule: str = "1se",
     n_boot: int = 200,
     seed: int = 0,
+    directions: str = "both",
 ) -> tuple[float, dict[str, Any]]:
     """Pick the fusion weight on val: ``(w, details)``.
+
+    ``Sa``, ``Sb``: ``(C, N)`` val scores of the two models (queries x images);
+    ``caption_to_image``: each query's target image. ``directions="both"`` scores
+    rSum (text->image and image->text R@1/5/10), right for captions of every image;
+    ``"t2i"`` scores text->image R@1 + R@5 + R@10 only, right for a query set such as
+    the val people-style queries (``crosslab.data.load_people_queries(split="val")``),
+    which covers only some images.
 
     ``rule="best"``: the ``w`` with the highest val rSum (smallest w wins ties).
     ``rule="1se"`` (default): the one-standard-error rule (Breiman et al. 1984; Hastie et
@@ -344,20 +352,23 @@ def choose_w(
     within val's noise the zero-shot-heavier choice is the safer one. The rule was
     fixed before any w > 0 was scored on the people-style queries (docs/experiments.md).
 
-    ``details``: ``val_rsum`` ({w: rSum}), ``best_w`` (the argmax), ``se`` ({w: bootstrap
-    standard error of rSum(w) - rSum(best_w)}), ``rule``.
+    ``details``: ``val_rsum`` ({w: rSum}, or the t2i sum), ``best_w`` (the argmax),
+    ``se`` ({w: bootstrap standard error of rSum(w) - rSum(best_w)}), ``rule``, ``directions``.
     """
     from .retrieval import ranks
 
     if rule not in ("best", "1se"):
         raise ShapeError(f"rule must be 'best' or '1se', got {rule!r}.")
+    if directions not in ("both", "t2i"):
+        raise ShapeError(f"directions must be 'both' or 't2i', got {directions!r}.")
     c2i = np.asarray(getattr(caption_to_image, "caption_to_image", caption_to_image), dtype=np.int64)
     grid = [float(w) for w in grid]
     ks = (1, 5, 10)
     t2i, i2t = {}, {}
     for w in grid:
         t2i[w] = ranks(fused_scores(Sa, Sb, w, axis=1), c2i)[0]
-        i2t[w] = ranks(fused_scores(Sa, Sb, w, axis=0), c2i)[1]
+        if directions == "both":
+            i2t[w] = ranks(fused_scores(Sa, Sb, w, axis=0), c2i)[1]
     imgs = np.unique(c2i)  # ranks() reports i2t for these images, in this order
 
     def rsum(count_img: np.ndarray, w: float) -> np.ndarray:
@@ -365,10 +376,12 @@ def choose_w(
         wc = count_img[:, c2i]
         wi = count_img[:, imgs]
         t = sum((wc * (t2i[w] <= k)).sum(1) / wc.sum(1) for k in ks)
+        if directions == "t2i":
+            return 100.0 * t
         i = sum((wi * (i2t[w] <= k)).sum(1) / wi.sum(1) for k in ks)
         return 100.0 * (t + i)
 
-    N = int(c2i.max()) + 1
+    N = max(int(c2i.max()) + 1, np.shape(Sa)[1])
     ones = np.zeros((1, N))
     ones[0, imgs] = 1.0
     val = {w: float(rsum(ones, w)[0]) for w in grid}
@@ -382,7 +395,7 @@ def choose_w(
     chosen = best
     if rule == "1se":
         chosen = max(w for w in grid if val[w] >= val[best] - se[w])
-    return chosen, {"val_rsum": val, "best_w": best, "se": se, "rule": rule}
+    return chosen, {"val_rsum": val, "best_w": best, "se": se, "rule": rule, "directions": directions}
 
 
 class FusionModel:

@@ -18,6 +18,8 @@ class _Queries:
     kinds: np.ndarray
     ids: list
     targets: np.ndarray
+    split: str = "test"
+    name: str = "scene-queries"
 
     def subset(self, kind):
         keep = np.flatnonzero(self.kinds == kind)
@@ -39,8 +41,8 @@ def setup(tmp_path_factory):
     mp.undo()
 
 
-def _queries(ds):
-    test = np.flatnonzero(ds.split == "test")
+def _queries(ds, split="test"):
+    test = np.flatnonzero(ds.split == split)
     texts, kinds, ids, targets = [], [], [], []
     for t, i in enumerate(test[:6]):
         shapes = " and ".join(f"a {o['colour']} {o['shape']}" for o in ds.meta[i]["objects"])
@@ -72,6 +74,8 @@ def test_rows_choices_and_people(setup):
     assert setup.model("conse+minilm").choice["T"] in zeroshot.T_GRID
     assert setup.model("conse+minilm").choice["temperature"] in zeroshot.TEMPERATURE_GRID
     assert 0 <= setup.model("fusion(cca+minilm,conse+minilm)").choice["w"] <= 1
+    # Not the clip art: no people-style val set, so w is chosen on the val captions.
+    assert setup.model("fusion(cca+minilm,conse+minilm)").choice["chosen_on"] == "val captions"
 
     # The captions row of cca+minilm is retrieval.evaluate on the test split's features.
     caps, imgs, c2i = beyond._split(ds, "test")
@@ -103,6 +107,28 @@ def test_query_scores(setup):
         np.testing.assert_allclose(one[0], many[0], atol=1e-5)
     with pytest.raises(Exception, match="no words"):
         setup.query_scores("cca+glove", "  ")
+
+
+def test_fusion_weight_chosen_on_a_val_query_set(setup):
+    ds = setup.ds
+    names = ("cca+minilm", "conse+minilm", "fusion(cca+minilm,conse+minilm)")
+    vq = _queries(ds, "val")
+    vq.split, vq.name = "val", "scene-val"
+    s = beyond.fit_beyond(ds, models=names, d=16, progress=False, device="cpu", fusion_val=vq)
+    c = s.model(names[2]).choice
+    assert c["chosen_on"] == f"scene-val ({len(vq.texts)} queries)" and c["directions"] == "t2i" and c["rule"] == "best"
+    # The choice is choose_w on the val query set's scores of the two models.
+    va_imgs = beyond._split(ds, "val")[1]
+    text = {k: e.transform(vq.texts) for k, e in s.encoders.items()}
+    image = {k: v[va_imgs] for k, v in s.image.items()}
+    Sa, Sb = (beyond.score_matrix(s.model(n), text, image) for n in names[:2])
+    assert c["w"] == zeroshot.choose_w(Sa, Sb, vq.targets, rule="best", directions="t2i")[0]
+    tq = _queries(ds)
+    tq.split = "test"
+    with pytest.raises(Exception, match="val split"):
+        beyond.fit_beyond(ds, models=names, d=16, progress=False, device="cpu", fusion_val=tq)
+    with pytest.raises(Exception, match="fusion_val must be"):
+        beyond.fit_beyond(ds, models=names, d=16, progress=False, device="cpu", fusion_val="people")
 
 
 def test_bad_targets_and_queries(setup):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from crosslab.data import QuerySet, load_clipart, load_people_queries
-from crosslab.data.people import DEFAULT_PATH
+from crosslab.data.people import DEFAULT_PATH, VAL_PATH
 from crosslab.errors import CrosslabError, DataError
 
 
@@ -18,9 +18,9 @@ def ds():
     return load_clipart()
 
 
-@pytest.fixture(scope="module")
-def qs(ds):
-    return load_people_queries(ds)
+@pytest.fixture(scope="module", params=["test", "val"])
+def qs(ds, request):
+    return load_people_queries(ds, split=request.param)
 
 
 def _norm(s: str) -> str:
@@ -30,7 +30,12 @@ def _norm(s: str) -> str:
 
 def test_loads_with_default_dataset():
     q = load_people_queries()
-    assert isinstance(q, QuerySet) and q.name == "people" and len(q) >= 120
+    assert isinstance(q, QuerySet) and q.name == "people" and q.split == "test" and len(q) >= 120
+    v = load_people_queries(split="val")
+    assert v.name == "people-val" and v.split == "val" and len(v) >= 120
+    assert not set(q.ids) & set(v.ids)  # different drawings
+    with pytest.raises(CrosslabError, match="split must be"):
+        load_people_queries(split="train")
 
 
 def test_counts_and_kinds(qs):
@@ -51,15 +56,15 @@ def test_word_counts_follow_the_rules(qs):
         assert (2 <= n <= 5) if kind == "short" else (5 <= n <= 15), (kind, text)
 
 
-def test_targets_are_test_images(ds, qs):
-    # independent path: the test subset's own id list
-    test_ids = ds.test.ids
-    assert len(test_ids) == int(np.sum(ds.split == "test"))
-    assert qs.targets.min() >= 0 and qs.targets.max() < len(test_ids)
+def test_targets_are_images_of_their_split(ds, qs):
+    # independent path: the split subset's own id list
+    split_ids = getattr(ds, qs.split).ids
+    assert len(split_ids) == int(np.sum(ds.split == qs.split))
+    assert qs.targets.min() >= 0 and qs.targets.max() < len(split_ids)
     for item, t in zip(qs.ids, qs.targets, strict=True):
         i = ds.ids.index(item)
-        assert ds.split[i] == "test"
-        assert test_ids[t] == item
+        assert ds.split[i] == qs.split
+        assert split_ids[t] == item
 
 
 def test_no_query_is_a_caption_or_title(ds, qs):
@@ -70,10 +75,11 @@ def test_no_query_is_a_caption_or_title(ds, qs):
         assert _norm(text) not in refs, (item, text)
 
 
-def test_file_is_sorted_and_newline_terminated():
-    raw = DEFAULT_PATH.read_bytes()
+@pytest.mark.parametrize("split,path", [("test", DEFAULT_PATH), ("val", VAL_PATH)])
+def test_file_is_sorted_and_newline_terminated(split, path):
+    raw = path.read_bytes()
     assert raw.endswith(b"\n") and not raw.startswith(b"\xef\xbb\xbf")
-    q = load_people_queries()
+    q = load_people_queries(split=split)
     keys = list(zip(q.ids, q.kinds.tolist(), strict=True))
     assert keys == sorted(keys)
 
@@ -82,7 +88,7 @@ def test_subset(qs):
     short, desc = qs.subset("short"), qs.subset("description")
     assert len(short) + len(desc) == len(qs)
     assert set(short.kinds.tolist()) == {"short"} and set(desc.kinds.tolist()) == {"description"}
-    assert short.name == "people/short"
+    assert short.name == f"{qs.name}/short" and short.split == qs.split
     # the subset keeps each query with its own target
     pairs = set(zip(qs.texts, qs.ids, qs.targets.tolist(), strict=True))
     assert set(zip(short.texts, short.ids, short.targets.tolist(), strict=True)) <= pairs
@@ -137,6 +143,16 @@ def test_bad_input_names_file_and_line(ds, tmp_path, body, match, where):
     with pytest.raises(DataError, match=match) as e:
         load_people_queries(ds, p)
     assert f"bad_queries.csv{where}" in str(e.value)
+
+
+def test_val_file_must_target_val_images(ds, tmp_path):
+    p = _write(tmp_path, f"id,kind,query\n{_ids(ds, 'val')[0]},short,red thing\n{_ids(ds, 'test')[0]},short,x y\n")
+    with pytest.raises(DataError, match="not in val") as e:
+        load_people_queries(ds, p, split="val")
+    assert "q.csv:3" in str(e.value)
+    q = load_people_queries(ds, _write(tmp_path, f"id,kind,query\n{_ids(ds, 'val')[3]},short,red thing\n"),
+                            split="val")
+    assert ds.val.ids[q.targets[0]] == _ids(ds, "val")[3]
 
 
 def test_not_utf8(ds, tmp_path):

@@ -193,6 +193,17 @@ def test_fusion_model_and_choose_w():
     assert val[w1] >= val[w] - det1["se"][w1]
     assert all(val[v] < val[w] - det1["se"][v] for v in Z.W_GRID if v > w1)
     assert Z.choose_w(Sa, Sb, c2i) == (w1, det1)
+    # A query set (t2i only): R@1 + R@5 + R@10 of text->image ranks, from retrieval.ranks.
+    from crosslab.retrieval import ranks
+
+    q = np.arange(0, C, 3)  # a subset of the queries: some images have none
+    wq, detq = Z.choose_w(Sa[q], Sb[q], c2i[q], rule="best", directions="t2i")
+    for v in (0.0, 0.4, 1.0):
+        r = ranks(Z.fused_scores(Sa[q], Sb[q], v, 1), c2i[q])[0]
+        assert detq["val_rsum"][v] == pytest.approx(100 * sum(np.mean(r <= k) for k in (1, 5, 10)))
+    assert detq["directions"] == "t2i" and detq["val_rsum"][wq] == max(detq["val_rsum"].values())
+    with pytest.raises(ShapeError, match="directions"):
+        Z.choose_w(Sa, Sb, c2i, directions="i2t")
     with pytest.raises(ShapeError, match="w must be"):
         Z.FusionModel(a, b, 1.5)
     with pytest.raises(ShapeError, match="differ in shape"):

@@ -1,16 +1,18 @@
-"""The people-style query set: queries written by looking at test-split pictures, not their titles.
+"""The people-style query sets: queries written by looking at pictures, not at their titles.
 
 Models trained on clip-art titles do well on titles; what people type when they
 search is different. ``data/people_queries/queries.csv`` holds two queries for
-each of 82 test-split drawings (see ``data/people_queries/README.md``):
+each of 82 test-split drawings, and ``queries_val.csv`` the same for drawings of
+the val split (see ``data/people_queries/README.md``):
 
 * ``short``: a short everyday phrase (2-5 words), e.g. ``red apple``;
 * ``description``: 5-15 words describing what is visible without the object's
   name, e.g. ``round shiny red fruit with a brown stem and one green leaf``.
 
-The set is for reporting only. Every model choice (hyper-parameters, fusion
-weights, early stopping) is made on val; scoring on this set is a final read-out,
-like the test captions.
+The test set is for reporting only. Every model choice (hyper-parameters, fusion
+weights, early stopping) is made on val; scoring the test set is a final read-out,
+like the test captions. The val set exists so that choices meant for people's
+queries (the fusion weight) can be made on queries like them, on val images.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from .base import CaptionedImages
 
 #: The committed set, next to the clip art: ``<repo>/data/people_queries/queries.csv``.
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "data" / "people_queries" / "queries.csv"
+#: The committed val-split set, written by the same rules: ``queries_val.csv``.
+VAL_PATH = DEFAULT_PATH.with_name("queries_val.csv")
+_PATHS = {"test": DEFAULT_PATH, "val": VAL_PATH}
 #: The two kinds of query, in the order they are documented.
 KINDS = ("short", "description")
 _HEADER = ["id", "kind", "query"]
@@ -33,12 +38,12 @@ _HEADER = ["id", "kind", "query"]
 
 @dataclass
 class QuerySet:
-    """Text queries, each with one target image in the test split of a dataset.
+    """Text queries, each with one target image in one split (``split``) of a dataset.
 
     ``texts[q]`` is query ``q``; ``kinds[q]`` is ``"short"`` or ``"description"``;
     ``ids[q]`` is the target's item id; ``targets[q]`` is the target's position in
-    the test split, i.e. an index into ``np.flatnonzero(ds.split == "test")``,
-    so it indexes rows of the test split's image features ``(N_test, d)``.
+    its split, i.e. an index into ``np.flatnonzero(ds.split == split)``, so it
+    indexes rows of that split's image features ``(N_split, d)``.
     """
 
     name: str
@@ -46,6 +51,7 @@ class QuerySet:
     kinds: np.ndarray  # (Q,) str
     ids: list[str]
     targets: np.ndarray  # (Q,) int64
+    split: str = "test"
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -61,6 +67,7 @@ class QuerySet:
             kinds=self.kinds[keep],
             ids=[self.ids[i] for i in keep],
             targets=self.targets[keep],
+            split=self.split,
         )
 
     def __repr__(self) -> str:
@@ -69,28 +76,32 @@ class QuerySet:
 
 
 def load_people_queries(
-    ds: CaptionedImages | None = None, path: Path | str | None = None
+    ds: CaptionedImages | None = None, path: Path | str | None = None, *, split: str = "test"
 ) -> QuerySet:
-    """Load the people-style queries and resolve each target id to its test-split position.
+    """Load people-style queries and resolve each target id to its position in ``split``.
 
-    ``ds`` defaults to :func:`crosslab.data.load_clipart` (the set was written for its
-    test split); ``path`` defaults to the committed ``data/people_queries/queries.csv``
-    (UTF-8 CSV with header ``id,kind,query``). Raises :class:`DataError` naming the
-    file and line for a missing file, a bad header or row, an unknown kind, an empty
-    query, or an id that is not in ``ds`` or not in its test split.
+    ``split`` is ``"test"`` (the reporting set) or ``"val"`` (for choices);
+    ``ds`` defaults to :func:`crosslab.data.load_clipart` (the sets were written for it);
+    ``path`` defaults to the committed ``data/people_queries/queries.csv`` for test and
+    ``queries_val.csv`` for val (UTF-8 CSV with header ``id,kind,query``). Raises
+    :class:`DataError` naming the file and line for a missing file, a bad header or
+    row, an unknown kind, an empty query, or an id that is not in ``ds`` or not in
+    ``split``.
     """
+    if split not in _PATHS:
+        raise QueryError(f"split must be 'test' or 'val', got {split!r}.")
     if ds is None:
         from .clipart import load_clipart
 
         ds = load_clipart()
-    path = Path(path) if path is not None else DEFAULT_PATH
+    path = Path(path) if path is not None else _PATHS[split]
     if not path.is_file():
         raise DataError(
             f"people-style query file not found: {path}. It ships with the crosslab repository "
             "under data/people_queries/; pass path= to use your own CSV (id,kind,query)."
         )
-    test_idx = np.flatnonzero(np.asarray(ds.split) == "test")
-    pos_in_test = {ds.ids[i]: p for p, i in enumerate(test_idx)}
+    split_idx = np.flatnonzero(np.asarray(ds.split) == split)
+    pos_in_split = {ds.ids[i]: p for p, i in enumerate(split_idx)}
     split_of = dict(zip(ds.ids, np.asarray(ds.split), strict=True))
 
     texts, kinds, ids, targets = [], [], [], []
@@ -124,15 +135,15 @@ def load_people_queries(
                         f"{where}: id {item!r} is not in dataset {ds.name!r}; check the id "
                         "or pass the dataset the queries were written for (ds=)."
                     )
-                if item not in pos_in_test:
+                if item not in pos_in_split:
                     raise DataError(
                         f"{where}: id {item!r} is in the {split_of[item]!r} split of {ds.name!r}, "
-                        "not in test; people-style queries must target test images only."
+                        f"not in {split}; these people-style queries must target {split} images only."
                     )
                 texts.append(text)
                 kinds.append(kind)
                 ids.append(item)
-                targets.append(pos_in_test[item])
+                targets.append(pos_in_split[item])
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason}); save it as UTF-8.") from None
     except csv.Error as e:
@@ -140,9 +151,10 @@ def load_people_queries(
     if not texts:
         raise DataError(f"{path} holds no queries; add rows id,kind,query under the header.")
     return QuerySet(
-        name="people",
+        name="people" if split == "test" else f"people-{split}",
         texts=texts,
         kinds=np.asarray(kinds, dtype=str),
         ids=ids,
         targets=np.asarray(targets, dtype=np.int64),
+        split=split,
     )
