@@ -279,13 +279,15 @@ class Index:
         """Upper bound on the working memory of one :meth:`search`, whatever the number of items.
 
         The score block (``batch_size x item_chunk`` floats, rounded up to whole tiles)
-        plus a scratch of three ``batch_size x CPU_TILE`` float blocks: one gathered
-        slice of groups, its mask and index lists, and the candidate lists being merged
-        (at most ``LIST_PER_QUERY``, or k per group, per query and slice).
+        plus a scratch of four ``batch_size x CPU_TILE`` float blocks: one gathered
+        slice of groups (at most one block), its mask, and the slice's candidates
+        (at most ``LIST_PER_QUERY`` per query, on both selection paths) with the
+        temporaries of merging them. Not counted: the answer itself, ``batch_size x k``
+        scores and ids, which grows with k but not with the number of items.
         """
         item_size = 4 if self._items is None else self._items.element_size()
         tile = min(CPU_TILE, self.item_chunk)
-        return batch_size * (-(-self.item_chunk // tile) * tile + 3 * tile) * item_size
+        return batch_size * (-(-self.item_chunk // tile) * tile + 4 * tile) * item_size
 
     def _search_batch(
         self, q: torch.Tensor, k: int, buf: torch.Tensor
@@ -303,8 +305,10 @@ class Index:
         group = GROUP if tile % GROUP == 0 else tile
         G = tile // group
         tops = torch.empty((n_tiles, n, G), dtype=dt, device=dev)  # max of each group of items
-        # Gathered group rows stay within n x CPU_TILE floats at a time (see memory_bytes).
-        slice_rows = max(1, n * min(CPU_TILE, tile) // group)
+        # Gathered group rows stay within n x CPU_TILE floats at a time (see memory_bytes),
+        # and the candidates of a slice to n x LIST_PER_QUERY, on either path below.
+        kk = min(k, group)
+        slice_rows = max(1, min(n * min(CPU_TILE, tile) // group, n * LIST_PER_QUERY // kk))
         with torch.no_grad():
             for j in range(0, len(self), self.item_chunk):
                 chunk = self._items[j : j + self.item_chunk]
@@ -346,7 +350,6 @@ class Index:
                         v, ids = rows[r, c], first[r] + c
                         qs = b[r]
                     else:  # too many to list (no bound yet): each row's top-k suffices
-                        kk = min(k, group)
                         v, i = _topk_desc(rows, kk)
                         v, ids, qs = v.flatten(), (first[:, None] + i).flatten(), b.repeat_interleave(kk)
                     ids = ids.masked_fill(ids >= j + len(chunk), _NO_ID)  # padding of a short tile

@@ -14,7 +14,9 @@ stamp="$VENV/.crosslab-lock"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     # Same lock: make sure the editable install points at this checkout
     # (a venv cached outside the clone may have been built from another one).
-    here=$("$VENV/bin/python" -c 'import crosslab, pathlib; print(pathlib.Path(crosslab.__file__).resolve().parent.parent)' 2>/dev/null || true)
+    # Ask from outside the checkout: run here, Python would import ./crosslab from the
+    # working directory and hide an install that points at another (stale) clone.
+    here=$(cd / && "$VENV/bin/python" -c 'import crosslab, pathlib; print(pathlib.Path(crosslab.__file__).resolve().parent.parent)' 2>/dev/null || true)
     if [ "$here" = "$(pwd -P)" ]; then
         echo "environment: $VENV is up to date"
         exit 0

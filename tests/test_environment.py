@@ -104,6 +104,15 @@ def test_installed_versions_match_lock():
     assert not wrong, f"(locked, installed) differ: {wrong}. Run `make setup`."
 
 
+def test_crosslab_under_test_is_this_checkout():
+    # An editable install in a venv cached outside the clone may point at another clone;
+    # then every test would silently exercise that clone's code instead of this one's.
+    import crosslab
+
+    where = Path(crosslab.__file__).resolve().parent.parent
+    assert where == ROOT, f"crosslab is imported from {where}, not from this checkout {ROOT}. Run `make setup`."
+
+
 def test_torch_and_torchvision_pair():
     import torchvision
 

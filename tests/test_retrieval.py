@@ -109,9 +109,9 @@ def test_index_listing_cap_and_adversarial_order(monkeypatch, listed):
 
 def test_index_memory_bytes_covers_block_and_scratch():
     ix = R.Index("dot", item_chunk=16384)
-    # 1024 x 16384 float32 score block (64 MiB) + 3 x 1024 x CPU_TILE scratch (12 MiB)
-    assert ix.memory_bytes(1024) == 1024 * (16384 + 3 * R.CPU_TILE) * 4
-    assert R.Index("dot", item_chunk=1500).memory_bytes(10) == 10 * (2048 + 3 * 1024) * 4
+    # 1024 x 16384 float32 score block (64 MiB) + 4 x 1024 x CPU_TILE scratch (16 MiB)
+    assert ix.memory_bytes(1024) == 1024 * (16384 + 4 * R.CPU_TILE) * 4
+    assert R.Index("dot", item_chunk=1500).memory_bytes(10) == 10 * (2048 + 4 * 1024) * 4
 
 
 def test_index_errors_and_clamping():
