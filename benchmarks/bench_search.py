@@ -233,6 +233,55 @@ def run(
     return {"config": cfg, "rows": rows, "notes": notes}
 
 
+def worst_case(
+    quick: bool = False, devices: list[torch.device] | None = None, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """crosslab's Index when skipping never works: every item beats every earlier one.
+
+    Items ``(N, d)`` whose scores rise strictly with the id for every query (first
+    coordinate ``linspace(0, 1)``, queries with a positive first coordinate, all else 0),
+    so each group's maximum beats every query's k-th best so far and each one is read
+    and merged. One timed search per device at the largest size; rows hold the time, the
+    ratio to the random-order search of the same size (from ``search_rows``, filled in by
+    the caller), the peak memory against ``Index.memory_bytes``, and whether the answer
+    is the exact expected one (the k highest ids, highest first).
+    """
+    from crosslab.retrieval import Index
+
+    cfg = QUICK if quick else FULL
+    n, nq, d, k = max(cfg["sizes"]), cfg["queries"], cfg["d"], cfg["k"]
+    g = torch.Generator().manual_seed(1)
+    x = torch.zeros(n, d)
+    x[:, 0] = torch.linspace(0, 1, n)
+    q = torch.zeros(nq, d)
+    q[:, 0] = 1 + torch.rand(nq, generator=g)
+    q[:, 1:] = torch.randn(nq, d - 1, generator=g)
+    want = np.arange(n - 1, n - 1 - k, -1)
+    out = []
+    for device in devices or [torch.device("cpu")]:
+        idx = _make_index(Index)
+        idx.add(x.to(device))
+        qd = q.to(device)
+        idx.search(qd[:2], k)  # warm-up of the code path, not of this size
+        with PeakMemory(device, interval=0.005) as mem:
+            sync(device)
+            t0 = time.perf_counter()
+            _, ids = idx.search(qd, k)
+            sync(device)
+            secs = time.perf_counter() - t0
+        ids = _np(ids)
+        bound = idx.memory_bytes(nq) if hasattr(idx, "memory_bytes") else None
+        row = {"backend": "crosslab", "device": str(device), "n": n, "d": d, "k": k, "queries": nq,
+               "order": "ascending scores (every group is read)", "seconds": secs,
+               "peak_mem_mb": mem.peak_bytes / 2**20, "mem_method": mem.method,
+               "bound_mb": bound / 2**20 if bound else None,
+               "exact": bool((ids == want[None, :]).all())}
+        log(f"  search crosslab worst case N={n:,} on {device}: {secs:.2f}s, peak {row['peak_mem_mb']:.0f} MiB, "
+            f"exact {row['exact']}")
+        out.append(row)
+    return out
+
+
 def _time_round_robin(prepared: dict, n: int, device: torch.device, quick: bool, log) -> None:
     """Warm up each backend once, then time them in interleaved rounds (A B C D A B C D ...)."""
     repeats = 2 if quick else REPEATS.get(n, 3)

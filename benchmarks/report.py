@@ -112,6 +112,17 @@ def _search(res: dict[str, Any]) -> list[str]:
                     if r.get("note")})
     lines += ["How each backend ran:", ""] + [f"- {n}" for n in notes]
     lines += [f"- {n}" for n in res.get("search_notes", [])] + [""]
+    worst = res.get("search_worst") or []
+    if worst:
+        lines += ["Worst case for crosslab's skipping: scores rise with the item id for every "
+                  "query, so every group of items beats the k-th best so far and is read and "
+                  "merged (one run; time relative to the random-order search above).", ""]
+        lines += _table(["device", "N", "order", "seconds", "× random order", "peak MiB",
+                         "memory_bytes MiB", "answer exact"],
+                        [[w["device"], f"{w['n']:,}", w["order"], _f(w.get("seconds"), ".3g"),
+                          _f(w.get("ratio_to_random_order"), ".1f"), _f(w.get("peak_mem_mb"), ".0f"),
+                          _f(w.get("bound_mb"), ".0f"), "yes" if w.get("exact") else "NO"]
+                         for w in worst])
     return lines
 
 

@@ -33,7 +33,7 @@ Array = np.ndarray | torch.Tensor
 # runs near the machine's peak; wider tiles are slower (benchmarks/RESULTS.md, issue 8).
 CPU_TILE = 1024
 GROUP = 128  # items per group whose maximum decides whether the group is looked at
-LIST_PER_QUERY = 64  # candidates listed per query and slice before falling back to top-k per group
+LIST_PER_QUERY = 32  # candidates listed per query and slice before falling back to top-k per group
 _NO_ID = torch.iinfo(torch.int64).max  # id of an empty slot; sorts after every real id
 
 
@@ -279,10 +279,11 @@ class Index:
         """Upper bound on the working memory of one :meth:`search`, whatever the number of items.
 
         The score block (``batch_size x item_chunk`` floats, rounded up to whole tiles)
-        plus a scratch of four ``batch_size x CPU_TILE`` float blocks: one gathered
-        slice of groups (at most one block), its mask, and the slice's candidates
-        (at most ``LIST_PER_QUERY`` per query, on both selection paths) with the
-        temporaries of merging them. Not counted: the answer itself, ``batch_size x k``
+        plus a scratch of four ``batch_size x CPU_TILE`` float blocks: the list of
+        groups to look at, one gathered slice of them (a quarter block) with its mask
+        and selection temporaries, and the slice's candidates (at most
+        ``LIST_PER_QUERY`` per query, on both selection paths) with the temporaries of
+        merging them. Not counted: the answer itself, ``batch_size x k``
         scores and ids, which grows with k but not with the number of items.
         """
         item_size = 4 if self._items is None else self._items.element_size()
@@ -305,10 +306,10 @@ class Index:
         group = GROUP if tile % GROUP == 0 else tile
         G = tile // group
         tops = torch.empty((n_tiles, n, G), dtype=dt, device=dev)  # max of each group of items
-        # Gathered group rows stay within n x CPU_TILE floats at a time (see memory_bytes),
-        # and the candidates of a slice to n x LIST_PER_QUERY, on either path below.
+        # Gathered group rows stay within n x CPU_TILE / 4 floats at a time (see memory_bytes),
+        # and the candidates of a slice within n x LIST_PER_QUERY, on either path below.
         kk = min(k, group)
-        slice_rows = max(1, min(n * min(CPU_TILE, tile) // group, n * LIST_PER_QUERY // kk))
+        slice_rows = max(1, min(n * min(CPU_TILE, tile) // (4 * group), n * LIST_PER_QUERY // kk))
         with torch.no_grad():
             for j in range(0, len(self), self.item_chunk):
                 chunk = self._items[j : j + self.item_chunk]

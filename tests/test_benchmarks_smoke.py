@@ -68,6 +68,15 @@ def test_search_rows_have_required_keys_and_agree_with_faiss(quick_results):
             assert r["ratio_to_faiss"] == 1.0
 
 
+def test_worst_case_order_is_exact_and_reported(quick_results):
+    _, out, res = quick_results
+    (w,) = res["search_worst"]
+    assert w["n"] == max(res["search_config"]["sizes"]) and w["device"] == "cpu"
+    assert w["exact"] is True  # every group read and merged, still the exact answer
+    assert w["seconds"] > 0 and w["ratio_to_random_order"] > 0 and w["bound_mb"] > 0
+    assert "Worst case for crosslab's skipping" in (out / "RESULTS.md").read_text()
+
+
 def test_pairwise_matches_naive(quick_results):
     _, _, res = quick_results
     rows = res["pairwise"]["rows"]
