@@ -104,9 +104,10 @@ def _merge_candidates(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge loose candidates ``(query, score, id)`` into each query's sorted top-k list.
 
-    Candidates must come later in the item order than everything in the lists, and in
-    ascending id order per query (the order ``nonzero`` yields them in); then two stable
-    sorts give score descending with the lower id first among equal scores.
+    Candidates must come later in the item order than everything in the lists, and among
+    one query's candidates with equal scores the lower id must come first (true of
+    ``nonzero``'s order, and of per-group top-k lists taken group by group); then two
+    stable sorts give score descending with the lower id first among equal scores.
     """
     n, k = best_v.shape
     q = torch.cat([torch.arange(n, device=qid.device).repeat_interleave(k), qid])
