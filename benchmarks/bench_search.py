@@ -52,7 +52,7 @@ def make_data(n: int, nq: int, d: int, seed: int = 0) -> tuple[torch.Tensor, tor
 
 
 def _crosslab(x: torch.Tensor, q: torch.Tensor, k: int, device: torch.device):
-    from crosslab.retrieval import Index
+    from crosslab.search import Index
 
     idx = _make_index(Index)
     xd, qd = x.to(device), q.to(device)
@@ -62,7 +62,7 @@ def _crosslab(x: torch.Tensor, q: torch.Tensor, k: int, device: torch.device):
         s, i = idx.search(qd, k)
         return _np(s), _np(i)
 
-    return search, f"crosslab.retrieval.Index(metric={idx.metric!r}) on {device}"
+    return search, f"crosslab.search.Index(metric={idx.metric!r}) on {device}"
 
 
 def _make_index(Index: Any) -> Any:
@@ -246,7 +246,7 @@ def worst_case(
     the caller), the peak memory against ``Index.memory_bytes``, and whether the answer
     is the exact expected one (the k highest ids, highest first).
     """
-    from crosslab.retrieval import Index
+    from crosslab.search import Index
 
     cfg = QUICK if quick else FULL
     n, nq, d, k = max(cfg["sizes"]), cfg["queries"], cfg["d"], cfg["k"]

@@ -197,7 +197,7 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
 def _index_block_mb() -> float | None:
     """The working memory crosslab's Index documents as its bound, at its default sizes."""
     try:
-        from crosslab.retrieval import Index
+        from crosslab.search import Index
     except ImportError:
         return None
     batch = inspect.signature(Index.search).parameters["batch_size"].default

@@ -4,6 +4,8 @@ Submodules are imported lazily so ``import crosslab`` stays fast:
 
     import crosslab as cl
     ds = cl.data.load_clipart()
+    p = cl.create_pipeline("mlp+minilm", ds)     # one of cl.list_pipelines()
+    p.search("a red apple", k=5)
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "data", "device", "errors", "text", "image", "cache", "joint", "similarity",
-    "retrieval", "baselines", "plots", "widgets", "doctor", "recipes",
-    "text_encoders", "zeroshot", "beyond",
+    "search", "evaluation", "baselines", "plots", "widgets", "doctor",
+    "text_encoders", "zeroshot", "pipeline", "pipelines",
 }
+#: The pipeline API at the top level: name -> module that defines it.
+_FUNCTIONS = {"list_pipelines": "pipelines", "create_pipeline": "pipelines", "load_pipeline": "pipeline"}
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module(f".{_FUNCTIONS[name]}", __name__), name)
     raise AttributeError(f"module 'crosslab' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_SUBMODULES])
+    return sorted([*globals(), *_SUBMODULES, *_FUNCTIONS])

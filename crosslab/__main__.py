@@ -16,7 +16,9 @@ from .errors import CrosslabError
 COMMANDS = {
     "doctor": "check versions, device and offline assets",
     "features": "compute (or load) and cache a dataset's text and image features",
-    "evaluate": "train the default models and print test-split retrieval metrics",
+    "pipelines": "list the named pipelines: what each is and what it needs",
+    "search": "search the embedded clip art with a named pipeline",
+    "evaluate": "fit named pipelines and print test-split retrieval metrics",
 }
 
 

@@ -2,7 +2,7 @@
 
 Every class here has ``fit(X, Y, caption_to_image)`` on ``(C, n)`` caption
 features and ``(N, m)`` image features, and ``embed_text`` / ``embed_image``
-returning joint-space vectors, so ``retrieval.evaluate(model, ...)`` treats a
+returning joint-space vectors, so ``evaluation.evaluate(model, ...)`` treats a
 baseline exactly like a :class:`~crosslab.joint.JointModel`.
 
 * :class:`RandomModel` — random vectors: expected R@K = K/N (chance).
@@ -72,6 +72,34 @@ class _Base:
         Z = Z.astype(np.float32)
         return torch.from_numpy(Z).to(like.device) if isinstance(like, torch.Tensor) else Z
 
+    #: Constructor arguments, saved with the fitted state.
+    _params: tuple[str, ...] = ()
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Settings (``config``, JSON) and fitted arrays (``a/<name>``): no pickle, enough to embed."""
+        import json
+
+        if not hasattr(self, "text_dim_"):
+            raise ModelError(f"{type(self).__name__} is not fitted; nothing to save.")
+        config = {k: getattr(self, k) for k in self._params}
+        config |= {"text_dim_": self.text_dim_, "image_dim_": self.image_dim_}
+        arrays = {k: v for k, v in vars(self).items()
+                  if k.endswith("_") and not k.startswith("_") and isinstance(v, np.ndarray)}
+        return {"config": np.array(json.dumps(config))} | {f"a/{k}": v for k, v in arrays.items()}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Any:
+        """Rebuild a fitted model from :meth:`to_arrays` (it embeds; it cannot be refitted)."""
+        import json
+
+        config = json.loads(str(arrays["config"]))
+        model = cls(**{k: config[k] for k in cls._params})
+        model.text_dim_, model.image_dim_ = int(config["text_dim_"]), int(config["image_dim_"])
+        for k, v in arrays.items():
+            if k.startswith("a/"):
+                setattr(model, k[2:], np.asarray(v))
+        return model
+
 
 class RandomModel(_Base):
     """Chance level: every caption and image gets an independent random ``d``-vector.
@@ -80,6 +108,8 @@ class RandomModel(_Base):
     and image->text with ``c`` captions per image about ``1 - (1 - K/C)^c`` ~ K/N.
     Deterministic for a fixed ``seed`` (the same rows get the same vectors).
     """
+
+    _params = ("d", "seed")
 
     def __init__(self, d: int = 64, seed: int = 0) -> None:
         self.d = d
@@ -118,6 +148,8 @@ class CCAModel(_Base):
     compared with cosine.
     """
 
+    _params = ("d", "pca", "max_iter", "tol")
+
     def __init__(self, d: int = 32, pca: int | None = 128, max_iter: int = 500, tol: float = 1e-6) -> None:
         self.d = d
         self.pca = pca
@@ -142,23 +174,24 @@ class CCAModel(_Base):
         d = min(self.d, kx, ky, len(X))
         # We standardise ourselves (scale=False) so embedding one side alone needs no
         # private sklearn attributes.
-        self.cca_ = CCA(n_components=d, scale=False, max_iter=self.max_iter, tol=self.tol)
+        cca = CCA(n_components=d, scale=False, max_iter=self.max_iter, tol=self.tol)
         # One BLAS thread: NIPALS does thousands of small products, and OpenBLAS's
         # threads spin-wait; on a busy 2-core machine that was 18x slower (measured).
         with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore", ConvergenceWarning)
-            self.cca_.fit(Xs @ self.x_pca_, Ys @ self.y_pca_)
+            cca.fit(Xs @ self.x_pca_, Ys @ self.y_pca_)
+        self.x_rotations_, self.y_rotations_ = cca.x_rotations_, cca.y_rotations_
         return self
 
     def embed_text(self, X: Array) -> Array:
         """``(C, n)`` -> ``(C, d)`` canonical text variates."""
         X64 = self._check(X, "text_dim_", "text")
-        return self._out(((X64 - self.x_mean_) / self.x_std_) @ self.x_pca_ @ self.cca_.x_rotations_, X)
+        return self._out(((X64 - self.x_mean_) / self.x_std_) @ self.x_pca_ @ self.x_rotations_, X)
 
     def embed_image(self, Y: Array) -> Array:
         """``(N, m)`` -> ``(N, d)`` canonical image variates."""
         Y64 = self._check(Y, "image_dim_", "image")
-        return self._out(((Y64 - self.y_mean_) / self.y_std_) @ self.y_pca_ @ self.cca_.y_rotations_, Y)
+        return self._out(((Y64 - self.y_mean_) / self.y_std_) @ self.y_pca_ @ self.y_rotations_, Y)
 
 
 class RegularizedCCA(_Base):
@@ -171,6 +204,8 @@ class RegularizedCCA(_Base):
     are ``A = Cxx^-1/2 U_d`` and ``B = Cyy^-1/2 V_d``, each column weighted by ``s^power``
     (``power=0``: plain CCA variates; Gong et al. use 4). ``reg`` = r >= 0 (0: plain CCA).
     """
+
+    _params = ("d", "reg", "power")
 
     def __init__(self, d: int = 128, reg: float = 0.1, power: float = 0.0) -> None:
         self.d = d

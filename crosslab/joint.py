@@ -1,4 +1,4 @@
-"""The joint space: two projections, four ranking losses, and a small trainer.
+"""The joint space: two projections, a table of ranking losses, and a trainer.
 
 Text features ``x`` (caption, width ``n``) and image features ``y`` (width ``m``)
 are mapped into one ``d``-dimensional space, ``f(x) = W_x x + b_x`` and
@@ -12,18 +12,27 @@ non-linearity help?"; linear is the default.
 Losses are small functions of a batch's ``(B, B)`` score matrix ``S`` with
 ``S[i, j] = score(text_i, image_j)``: the diagonal holds the matching pairs and
 every off-diagonal entry is a negative (VSE++ / OpenCLIP style), so any metric
-that gives "higher = better" scores plugs in. Batches are built so that no two
-captions of the same image meet in one batch (they would be false negatives).
+that gives "higher = better" scores plugs in. The table :data:`LOSSES` maps each
+loss name to a training step ``(S, model, settings, generator) -> loss`` that calls
+the pure function with the model's temperature or the settings' margin.
+
+Training is a scikit-learn style estimator: a frozen :class:`TrainSettings` holds
+every setting; ``JointTrainer(settings, **overrides).fit(X, Y, caption_to_image)``
+trains and leaves the model in ``.model_`` and the per-epoch record in ``.history_``.
+Batches never hold two captions of the same image (they would be false negatives).
+Models persist as plain arrays (:meth:`JointModel.to_arrays` / ``from_arrays``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
+import numbers
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,11 +40,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._io import atomic_write, atomic_write_text
 from .device import get_device
 from .errors import ModelError, ShapeError
 
-LOSSES = ("infonce", "hinge", "max_violation", "bce")
 Array = np.ndarray | torch.Tensor
 
 
@@ -111,10 +118,43 @@ def sample_negatives(B: int, K: int, generator: torch.Generator | None = None, d
     return ((torch.arange(B)[:, None] + off) % B).to(device)
 
 
+# ----------------------------------------------------------------------------- the loss table
+#: One training step's loss: ``(S, model, settings, generator) -> scalar tensor``.
+LossFn = Callable[[torch.Tensor, "JointModel", "TrainSettings", torch.Generator], torch.Tensor]
+
+
+def _logit_scale(model: JointModel) -> torch.Tensor:  # 1 / tau, capped at 100 as in CLIP
+    return model.logit_scale.clamp(max=math.log(100)).exp()
+
+
+def _infonce(S: torch.Tensor, model: JointModel, settings: TrainSettings, generator: torch.Generator) -> torch.Tensor:
+    return infonce_loss(S, 1 / _logit_scale(model))
+
+
+def _hinge(S: torch.Tensor, model: JointModel, settings: TrainSettings, generator: torch.Generator) -> torch.Tensor:
+    return hinge_loss(S, settings.margin)
+
+
+def _max_violation(
+    S: torch.Tensor, model: JointModel, settings: TrainSettings, generator: torch.Generator
+) -> torch.Tensor:
+    return max_violation_loss(S, settings.margin)
+
+
+def _bce(S: torch.Tensor, model: JointModel, settings: TrainSettings, generator: torch.Generator) -> torch.Tensor:
+    scale, B = _logit_scale(model), S.shape[0]
+    neg = sample_negatives(B, min(settings.n_negatives, B - 1), generator, S.device)
+    return bce_loss(S, neg, scale, model.logit_bias)
+
+
+#: Loss name -> training step. Iterating gives the names in this order.
+LOSSES: dict[str, LossFn] = {"infonce": _infonce, "hinge": _hinge, "max_violation": _max_violation, "bce": _bce}
+
+
 # ----------------------------------------------------------------------------- model
 @dataclass
 class JointConfig:
-    """Everything needed to rebuild a :class:`JointModel` (saved as JSON next to the weights)."""
+    """Everything needed to rebuild a :class:`JointModel` (stored as JSON by :meth:`JointModel.to_arrays`)."""
 
     text_dim: int
     image_dim: int
@@ -159,7 +199,7 @@ class JointModel(nn.Module):
         if cfg.head not in ("linear", "mlp"):
             raise ModelError(f"head must be 'linear' or 'mlp', got {cfg.head!r}.")
         if cfg.loss not in LOSSES:
-            raise ModelError(f"loss must be one of {LOSSES}, got {cfg.loss!r}.")
+            raise ModelError(f"loss must be one of {tuple(LOSSES)}, got {cfg.loss!r}.")
         self.cfg = cfg
         self.text = _Tower(cfg.text_dim, cfg)
         self.image = _Tower(cfg.image_dim, cfg)
@@ -215,17 +255,7 @@ class JointModel(nn.Module):
         """``(N, m)`` image features -> ``(N, d)`` joint-space vectors (NumPy in -> NumPy out)."""
         return self._embed(Y, "image", self.cfg.image_dim, batch_size)
 
-    # ---- save / load ----------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write ``path/config.json`` and ``path/weights.pt`` (a state_dict), each atomically."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        with atomic_write(path / "weights.pt", "wb") as f:
-            torch.save(state, f)
-        atomic_write_text(path / "config.json", json.dumps(asdict(self.cfg), indent=2))
-        return path
-
+    # ---- persistence (plain arrays, no pickle) ----------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The model as plain arrays (``config`` as a JSON string, ``w/<name>`` per weight): no pickle."""
         arrays = {"config": np.array(json.dumps(asdict(self.cfg)))}
@@ -246,44 +276,6 @@ class JointModel(nn.Module):
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise ModelError(f"these arrays do not hold a crosslab JointModel ({first}).") from None
         return model.to(get_device(device))
-
-    @classmethod
-    def load(
-        cls, path: str | Path, *, text_dim: int | None = None, image_dim: int | None = None,
-        device: str | torch.device | None = None,
-    ) -> JointModel:
-        """Load a model saved with :meth:`save`; optionally check the feature widths it expects."""
-        path = Path(path)
-        cfg_file, w_file = path / "config.json", path / "weights.pt"
-        for f in (cfg_file, w_file):
-            if not f.is_file():
-                raise ModelError(f"{f} not found; save the model with model.save({str(path)!r}) first.")
-        try:
-            cfg = JointConfig(**json.loads(cfg_file.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as e:
-            raise ModelError(f"{cfg_file} is not a valid crosslab model config ({e}).") from None
-        for what, want, have in (("text", text_dim, cfg.text_dim), ("image", image_dim, cfg.image_dim)):
-            if want is not None and want != have:
-                raise ModelError(
-                    f"{path} was trained on {what} features of width {have}, but yours have {want}; "
-                    "use the encoder it was trained with or train a new model."
-                )
-        try:
-            state = torch.load(w_file, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle / zip errors of many kinds: all mean a bad file
-            raise ModelError(f"{w_file} is corrupt or not a crosslab weights file ({type(e).__name__}).") from None
-        model = cls(cfg)
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as e:
-            first = str(e).strip().splitlines()[0][:200]
-            raise ModelError(f"{w_file} does not match {cfg_file}: {first}") from None
-        return model.to(get_device(device))
-
-
-def load(path: str | Path, **kwargs: Any) -> JointModel:
-    """Shorthand for :meth:`JointModel.load`."""
-    return JointModel.load(path, **kwargs)
 
 
 # ----------------------------------------------------------------------------- batching
@@ -319,8 +311,6 @@ def _init_from_cca(model: JointModel, X: torch.Tensor, Y: torch.Tensor, c2i: np.
     """Set both linear towers to the regularised-CCA projections of the standardised features."""
     from .baselines import RegularizedCCA
 
-    if model.cfg.head != "linear":
-        raise ModelError("init='cca' needs head='linear' (an MLP has no CCA counterpart).")
     Xs = ((X - model.text.mean) / model.text.scale).numpy()
     Ys = ((Y - model.image.mean) / model.image.scale).numpy()
     cca = RegularizedCCA(d=model.cfg.d, reg=reg).fit(Xs, Ys, c2i)
@@ -351,158 +341,214 @@ def _check_pairs(X: torch.Tensor, Y: torch.Tensor, c2i: Any, what: str) -> np.nd
     return c2i
 
 
-def fit(
-    text_feats: Array,
-    image_feats: Array,
-    caption_to_image: Any,
-    *,
-    val: tuple[Array, Array, Any] | None = None,
-    d: int = 256,
-    loss: str = "infonce",
-    margin: float = 0.2,
-    temperature: float = 0.07,
-    learn_temperature: bool = True,
-    head: str = "linear",
-    hidden: int = 1024,
-    dropout: float = 0.0,
-    normalize: bool = True,
-    n_negatives: int = 15,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    batch_size: int = 128,
-    epochs: int = 30,
-    patience: int | None = 5,
-    seed: int = 0,
-    init: str = "random",
-    init_reg: float = 0.3,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> tuple[JointModel, dict[str, Any]]:
-    """Train a two-tower model on ``(C, n)`` caption features and ``(N, m)`` image features.
+# ----------------------------------------------------------------------------- the trainer
+# numeric setting -> (whole number?, test, rule in words)
+_LIMITS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
+    "d": (True, lambda v: v >= 1, ">= 1"), "hidden": (True, lambda v: v >= 1, ">= 1"),
+    "n_negatives": (True, lambda v: v >= 1, ">= 1"), "epochs": (True, lambda v: v >= 0, ">= 0"),
+    "batch_size": (True, lambda v: v >= 2, ">= 2 (a batch needs negatives)"),
+    "patience": (True, lambda v: v >= 1, ">= 1 or None"), "seed": (True, lambda v: v >= 0, ">= 0"),
+    "margin": (False, lambda v: v >= 0, ">= 0"), "temperature": (False, lambda v: v > 0, "> 0"),
+    "dropout": (False, lambda v: 0 <= v < 1, "in [0, 1)"), "lr": (False, lambda v: v > 0, "> 0"),
+    "weight_decay": (False, lambda v: v >= 0, ">= 0"), "init_reg": (False, lambda v: v >= 0, ">= 0"),
+}
 
-    Args:
-        text_feats: ``(C, n)`` one row per caption. image_feats: ``(N, m)`` one row per image.
-        caption_to_image: ``(C,)`` image index of each caption (or a CaptionedImages).
-        val: optional ``(text_feats, image_feats, caption_to_image)`` of the validation
-            split; then R@K is measured after every epoch, training stops when val rSum
-            has not improved for ``patience`` epochs, and the best epoch's weights are kept.
-        loss: ``"infonce"``, ``"hinge"``, ``"max_violation"`` or ``"bce"`` (see the loss functions).
-        margin: hinge margin. temperature: initial InfoNCE / BCE temperature (learned
-            when ``learn_temperature``). n_negatives: sampled negatives per caption for BCE.
-        init: ``"random"`` (PyTorch's default init) or ``"cca"``: start the linear
-            projections at the regularised-CCA solution (ridge ``init_reg``, see
-            :class:`crosslab.baselines.RegularizedCCA`) of the standardised training
-            features, so training refines the classical answer instead of starting from
-            noise; output dimensions beyond the CCA's ``min(n, m)`` start random, scaled
-            by 0.1. With ``val``, the starting point is scored as epoch 0 and kept if no
-            epoch beats it (``best_epoch == 0``).
 
-    Returns:
-        ``(model, history)``; ``history`` has per-epoch lists ``loss``, ``temperature`` and,
-        with ``val``, ``val_rsum``, ``val_t2i_r10``, ``val_i2t_r10`` (all val metrics in
-        ``val_metrics``), plus ``best_epoch`` (1-based; the epoch whose weights were kept).
-    """
-    from tqdm.auto import tqdm
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every setting of :class:`JointTrainer`, checked when built; immutable (see :meth:`replace`)."""
 
-    from .retrieval import evaluate
+    d: int = 256  # joint-space width
+    loss: str = "infonce"  # a name in LOSSES
+    margin: float = 0.2  # hinge / max_violation margin
+    temperature: float = 0.07  # initial InfoNCE / BCE temperature ...
+    learn_temperature: bool = True  # ... learned when True
+    head: str = "linear"  # "linear" | "mlp" (one hidden layer of `hidden` units per side)
+    hidden: int = 1024
+    dropout: float = 0.0
+    normalize: bool = True  # L2-normalise the outputs: cosine scores
+    n_negatives: int = 15  # sampled negatives per caption (bce)
+    lr: float = 1e-3  # AdamW
+    weight_decay: float = 1e-4  # on weight matrices only
+    batch_size: int = 128
+    epochs: int = 30
+    patience: int | None = 5  # with val data: stop after this many epochs without a better val rSum
+    seed: int = 0  # fixes the initial weights, the batches and the sampled negatives
+    # "random" (PyTorch's default) or "cca": start the linear projections at the regularised-CCA
+    # solution (ridge `init_reg`, see baselines.RegularizedCCA) of the standardised training
+    # features; output dimensions beyond its min(n, m) start random, scaled by 0.1.
+    init: str = "random"
+    init_reg: float = 0.3
 
-    if loss not in LOSSES:
-        raise ModelError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}.")
-    if batch_size < 2:
-        raise ShapeError(f"batch_size must be >= 2 (a batch needs negatives), got {batch_size}.")
-    X = _as_float_tensor(text_feats, "text features")
-    Y = _as_float_tensor(image_feats, "image features")
-    c2i = _check_pairs(X, Y, caption_to_image, "training data")
-    if len(np.unique(c2i)) < 2:
-        raise ShapeError("training needs captions of at least 2 different images.")
-    if val is not None:
-        vX = _as_float_tensor(val[0], "val text features")
-        vY = _as_float_tensor(val[1], "val image features")
-        vc2i = _check_pairs(vX, vY, val[2], "val data")
-        if vX.shape[1] != X.shape[1] or vY.shape[1] != Y.shape[1]:
-            raise ShapeError("val features must have the same widths as the training features.")
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ModelError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}.")
+        if self.head not in ("linear", "mlp"):
+            raise ModelError(f"head must be 'linear' or 'mlp', got {self.head!r}.")
+        if self.init not in ("random", "cca"):
+            raise ModelError(f"init must be 'random' or 'cca', got {self.init!r}.")
+        if self.init == "cca" and self.head != "linear":
+            raise ModelError("init='cca' needs head='linear' (an MLP has no CCA counterpart).")
+        for name in ("learn_temperature", "normalize"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ShapeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        for name, (whole, ok, rule) in _LIMITS.items():
+            v = getattr(self, name)
+            if name == "patience" and v is None:
+                continue
+            if not isinstance(v, numbers.Integral if whole else numbers.Real) or isinstance(v, bool):
+                raise ShapeError(f"{name} must be a {'whole' if whole else 'real'} number, got {v!r}.")
+            if not (math.isfinite(v) and ok(v)):
+                raise ShapeError(f"{name} must be {rule}, got {v!r}.")
+            if whole:
+                object.__setattr__(self, name, int(v))
 
-    dev = get_device(device)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    def replace(self, **changes: Any) -> TrainSettings:
+        """A copy with ``changes`` applied (and checked); an unknown name raises ModelError."""
+        valid = [f.name for f in dataclasses.fields(self)]
+        if unknown := sorted(set(changes) - set(valid)):
+            raise ModelError(
+                f"unknown training setting(s) {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}."
+            )
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as a plain ``{name: value}`` dict."""
+        return dataclasses.asdict(self)
+
+
+def _new_model(s: TrainSettings, X: torch.Tensor, Y: torch.Tensor, c2i: np.ndarray) -> JointModel:
     cfg = JointConfig(
-        text_dim=X.shape[1], image_dim=Y.shape[1], d=d, head=head, hidden=hidden, dropout=dropout,
-        normalize=normalize, temperature=temperature, learn_temperature=learn_temperature, loss=loss,
+        text_dim=X.shape[1], image_dim=Y.shape[1], d=s.d, head=s.head, hidden=s.hidden, dropout=s.dropout,
+        normalize=s.normalize, temperature=s.temperature, learn_temperature=s.learn_temperature, loss=s.loss,
     )
     model = JointModel(cfg)
     # Standardise with the training statistics (images: over images, not captions).
     for tower, data in ((model.text, X), (model.image, Y)):
         tower.mean.copy_(data.mean(0))
         tower.scale.copy_(data.std(0).clamp(min=1e-6))
-    if loss == "bce":
-        model.logit_bias.data.fill_(-math.log(max(n_negatives, 1)))
-    if init == "cca":
-        _init_from_cca(model, X, Y, c2i, init_reg)
-    elif init != "random":
-        raise ModelError(f"init must be 'random' or 'cca', got {init!r}.")
-    model.to(dev)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    other = [p for n, p in model.named_parameters() if p.ndim <= 1 and p.requires_grad]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}], lr=lr
-    )
-    Xd, Yd = X.to(dev), Y.to(dev)
-    c2i_t = torch.from_numpy(c2i).to(dev)
-    history: dict[str, Any] = {"loss": [], "temperature": [], "val_metrics": [], "val_rsum": [],
-                               "val_t2i_r10": [], "val_i2t_r10": [], "best_epoch": None}
-    best_rsum, best_state, bad = -math.inf, None, 0
-    if val is not None and init == "cca":
-        # Score the starting point too: training must beat it to replace it.
-        m = evaluate(model, vc2i, text=vX, image=vY)
-        history["val_metrics"].append(m)
-        history["init_val_rsum"] = m["rsum"]
-        best_rsum, history["best_epoch"] = m["rsum"], 0
-        best_state = copy.deepcopy(model.state_dict())
-    bar = tqdm(range(epochs), desc=f"fit {loss}", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        total, count = 0.0, 0
-        for b in unique_image_batches(c2i, batch_size, rng):
-            bt = torch.from_numpy(b).to(dev)
-            t = model.text_forward(Xd[bt])
-            v = model.image_forward(Yd[c2i_t[bt]])
-            S = t @ v.T
-            scale = model.logit_scale.clamp(max=math.log(100)).exp()
-            if loss == "infonce":
-                L = infonce_loss(S, 1 / scale)
-            elif loss == "hinge":
-                L = hinge_loss(S, margin)
-            elif loss == "max_violation":
-                L = max_violation_loss(S, margin)
-            else:
-                neg = sample_negatives(len(b), min(n_negatives, len(b) - 1), gen, dev)
-                L = bce_loss(S, neg, scale, model.logit_bias)
-            opt.zero_grad(set_to_none=True)
-            L.backward()
-            opt.step()
-            total += L.item() * len(b)
-            count += len(b)
-        history["loss"].append(total / max(count, 1))
-        history["temperature"].append(model.temperature)
-        post = {"loss": f"{history['loss'][-1]:.4f}"}
+    if s.loss == "bce":
+        model.logit_bias.data.fill_(-math.log(s.n_negatives))
+    if s.init == "cca":
+        _init_from_cca(model, X, Y, c2i, s.init_reg)
+    return model
+
+
+class JointTrainer:
+    """Trains a :class:`JointModel`, scikit-learn style: ``JointTrainer(...).fit(...).model_``.
+
+    The constructor only stores ``settings`` (default :class:`TrainSettings`) with
+    ``overrides`` applied, e.g. ``JointTrainer(loss="hinge", epochs=10)``. ``device``: where
+    to train (see :func:`crosslab.device.get_device`); ``progress``: show a progress bar.
+    """
+
+    def __init__(
+        self, settings: TrainSettings | None = None, *, device: str | torch.device | None = None,
+        progress: bool = True, **overrides: Any,
+    ) -> None:
+        if settings is not None and not isinstance(settings, TrainSettings):
+            raise ModelError(f"settings must be a TrainSettings (or None), got {type(settings).__name__}; "
+                             "pass single settings as keywords, e.g. JointTrainer(loss='hinge').")
+        self.settings = (settings or TrainSettings()).replace(**overrides)
+        self.device = device
+        self.progress = progress
+
+    def __repr__(self) -> str:
+        default = TrainSettings().as_dict()
+        changed = ", ".join(f"{k}={v!r}" for k, v in self.settings.as_dict().items() if default[k] != v)
+        return f"JointTrainer({changed})"
+
+    def fit(self, text_feats: Array, image_feats: Array, caption_to_image: Any, *,
+            val: tuple[Array, Array, Any] | None = None) -> JointTrainer:
+        """Train on ``(C, n)`` caption and ``(N, m)`` image features; returns ``self``.
+
+        ``caption_to_image``: ``(C,)`` image index of each caption (or a CaptionedImages).
+        ``val``: optional ``(text_feats, image_feats, caption_to_image)`` of the validation
+        split; then R@K is measured after every epoch, training stops when val rSum has not
+        improved for ``patience`` epochs, and the best epoch's weights are kept (with
+        ``init="cca"`` the start is scored as epoch 0 and kept if no epoch beats it).
+
+        Sets ``model_`` (the :class:`JointModel`, in eval mode) and ``history_``: per-epoch
+        lists ``loss``, ``temperature`` and, with ``val``, ``val_rsum``, ``val_t2i_r10``,
+        ``val_i2t_r10`` (all val metrics in ``val_metrics``), plus ``best_epoch`` (1-based;
+        the epoch whose weights were kept; 0 for the CCA start).
+        """
+        from tqdm.auto import tqdm
+
+        from .evaluation import evaluate
+
+        s = self.settings
+        X = _as_float_tensor(text_feats, "text features")
+        Y = _as_float_tensor(image_feats, "image features")
+        c2i = _check_pairs(X, Y, caption_to_image, "training data")
+        if len(np.unique(c2i)) < 2:
+            raise ShapeError("training needs captions of at least 2 different images.")
         if val is not None:
+            vX = _as_float_tensor(val[0], "val text features")
+            vY = _as_float_tensor(val[1], "val image features")
+            vc2i = _check_pairs(vX, vY, val[2], "val data")
+            if vX.shape[1] != X.shape[1] or vY.shape[1] != Y.shape[1]:
+                raise ShapeError("val features must have the same widths as the training features.")
+
+        dev = get_device(self.device)
+        torch.manual_seed(s.seed)
+        rng = np.random.default_rng(s.seed)
+        gen = torch.Generator().manual_seed(s.seed)
+        model = _new_model(s, X, Y, c2i).to(dev)
+        step = LOSSES[s.loss]
+        decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+        other = [p for n, p in model.named_parameters() if p.ndim <= 1 and p.requires_grad]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": s.weight_decay}, {"params": other, "weight_decay": 0.0}], lr=s.lr
+        )
+        Xd, Yd = X.to(dev), Y.to(dev)
+        c2i_t = torch.from_numpy(c2i).to(dev)
+        history: dict[str, Any] = {"loss": [], "temperature": [], "val_metrics": [], "val_rsum": [],
+                                   "val_t2i_r10": [], "val_i2t_r10": [], "best_epoch": None}
+        best_rsum, best_state, bad = -math.inf, None, 0
+        if val is not None and s.init == "cca":
+            # Score the starting point too: training must beat it to replace it.
             m = evaluate(model, vc2i, text=vX, image=vY)
             history["val_metrics"].append(m)
-            for key in ("rsum", "t2i_r10", "i2t_r10"):
-                history[f"val_{key}"].append(m[key])
-            post["val_rsum"] = f"{m['rsum']:.1f}"
-            if m["rsum"] > best_rsum:
-                best_rsum, bad, history["best_epoch"] = m["rsum"], 0, epoch + 1
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad += 1
-        bar.set_postfix(post)
-        if val is not None and patience is not None and bad >= patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        history["best_epoch"] = len(history["loss"])
-    model.eval()
-    return model, history
+            history["init_val_rsum"] = m["rsum"]
+            best_rsum, history["best_epoch"] = m["rsum"], 0
+            best_state = copy.deepcopy(model.state_dict())
+        bar = tqdm(range(s.epochs), desc=f"fit {s.loss}", disable=not self.progress, leave=False)
+        for epoch in bar:
+            model.train()
+            total, count = 0.0, 0
+            for b in unique_image_batches(c2i, s.batch_size, rng):
+                bt = torch.from_numpy(b).to(dev)
+                t = model.text_forward(Xd[bt])
+                v = model.image_forward(Yd[c2i_t[bt]])
+                L = step(t @ v.T, model, s, gen)
+                opt.zero_grad(set_to_none=True)
+                L.backward()
+                opt.step()
+                total += L.item() * len(b)
+                count += len(b)
+            history["loss"].append(total / max(count, 1))
+            history["temperature"].append(model.temperature)
+            post = {"loss": f"{history['loss'][-1]:.4f}"}
+            if val is not None:
+                m = evaluate(model, vc2i, text=vX, image=vY)
+                history["val_metrics"].append(m)
+                for key in ("rsum", "t2i_r10", "i2t_r10"):
+                    history[f"val_{key}"].append(m[key])
+                post["val_rsum"] = f"{m['rsum']:.1f}"
+                if m["rsum"] > best_rsum:
+                    best_rsum, bad, history["best_epoch"] = m["rsum"], 0, epoch + 1
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad += 1
+            bar.set_postfix(post)
+            if val is not None and s.patience is not None and bad >= s.patience:
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        else:
+            history["best_epoch"] = len(history["loss"])
+        model.eval()
+        self.model_, self.history_ = model, history
+        return self

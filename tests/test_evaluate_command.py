@@ -9,7 +9,7 @@ import pytest
 
 from crosslab import recipes
 from crosslab.__main__ import main
-from crosslab.retrieval import ROW_KEYS
+from crosslab.evaluation import ROW_KEYS
 
 
 def _features(seed=0):

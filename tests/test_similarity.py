@@ -180,6 +180,28 @@ def test_small_memory_budget_same_result(metric):
     )
 
 
+@pytest.mark.parametrize("chunk,budget", [(3, sim.DEFAULT_MEMORY_BUDGET), (50, 2000), (None, 1)])
+def test_js_scores_each_pair_once_within_chunks(monkeypatch, chunk, budget):
+    # JS tiles queries by min(chunk rows, budget tile): every (query, item) pair must be
+    # scored exactly once, in blocks of at most `chunk` query rows. (A slice wider than
+    # the step gave right values but redid rows, up to tile / chunk times the work.)
+    blocks = []
+    xlogy = torch.special.xlogy
+
+    def spy(x, y):
+        blocks.append(tuple(x.shape[:2]))
+        return xlogy(x, y)
+
+    monkeypatch.setattr(torch.special, "xlogy", spy)
+    rng = np.random.default_rng(4)
+    A, B = rng.normal(size=(37, 6)), rng.normal(size=(23, 6))
+    got = sim.pairwise(A, B, "js", chunk_size=chunk, memory_budget=budget)
+    np.testing.assert_allclose(got, naive(A, B, "js"), atol=1e-9)
+    assert sum(n * m for n, m in blocks) == 37 * 23
+    if chunk is not None:
+        assert max(n for n, _ in blocks) <= chunk
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("metric", sim.METRICS)

@@ -206,7 +206,7 @@ def test_split_arrays_and_fit_search_models():
     models = fit_search_models(ds, Xs, Y, d=16)
     assert list(models) == ["linear infonce", "regularised cca"]
     for m in models.values():
-        metrics = cl.retrieval.evaluate(m, c2i, text=split_arrays(ds, Xs, Y, "test")[0], image=Yt)
+        metrics = cl.evaluation.evaluate(m, c2i, text=split_arrays(ds, Xs, Y, "test")[0], image=Yt)
         assert metrics["t2i_r10"] > 100 * 10 / len(Yt)  # better than chance
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from crosslab import zeroshot as Z
 from crosslab.errors import ModelError, ShapeError
-from crosslab.retrieval import evaluate, ranks
+from crosslab.evaluation import evaluate, ranks
 
 
 def test_conse_hand_computed_three_classes():
@@ -193,8 +193,8 @@ def test_fusion_model_and_choose_w():
     assert val[w1] >= val[w] - det1["se"][w1]
     assert all(val[v] < val[w] - det1["se"][v] for v in Z.W_GRID if v > w1)
     assert Z.choose_w(Sa, Sb, c2i) == (w1, det1)
-    # A query set (t2i only): R@1 + R@5 + R@10 of text->image ranks, from retrieval.ranks.
-    from crosslab.retrieval import ranks
+    # A query set (t2i only): R@1 + R@5 + R@10 of text->image ranks, from evaluation.ranks.
+    from crosslab.evaluation import ranks
 
     q = np.arange(0, C, 3)  # a subset of the queries: some images have none
     wq, detq = Z.choose_w(Sa[q], Sb[q], c2i[q], rule="best", directions="t2i")

@@ -1,8 +1,8 @@
-"""``python -m crosslab evaluate``: train the default models and print test-split retrieval metrics.
+"""``python -m crosslab evaluate``: fit named pipelines and print test-split retrieval metrics.
 
-Models are fitted on the train split; every choice (early stopping, the CCA ridge)
-is made on val; the test split is scored once. The recipe lives in
-:mod:`crosslab.recipes` so lesson 05 shows the same numbers.
+Each pipeline (:mod:`crosslab.pipelines`) is fitted on the train split with every
+choice made on val; the test split is scored once. Lessons 05 and 07 call the same
+:func:`crosslab.evaluation.run`, so they show the same numbers.
 """
 
 from __future__ import annotations
@@ -16,26 +16,21 @@ from ..errors import CrosslabError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..joint import LOSSES
-    from ..recipes import DEFAULT_D, DEFAULT_ENCODER, DEFAULT_TEXT, TEXT_FEATURES
+    from ..pipelines import LESSON05, LESSON07, list_pipelines
 
+    p.add_argument("--pipeline", action="append", choices=list_pipelines(), metavar="NAME",
+                   help="evaluate this pipeline (repeatable; python -m crosslab pipelines lists them). "
+                   f"Default: lesson 05's ({', '.join(LESSON05)}) with --queries captions, "
+                   f"lesson 07's ({', '.join(LESSON07)}) with --queries people")
     p.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
-    p.add_argument("--text", default=DEFAULT_TEXT, choices=TEXT_FEATURES,
-                   help=f"text features: word vectors and pooling (default {DEFAULT_TEXT})")
-    p.add_argument("--encoder", default=DEFAULT_ENCODER,
-                   help=f"image encoder name (default {DEFAULT_ENCODER}; see crosslab.image.list_encoders())")
-    p.add_argument("--d", type=int, default=DEFAULT_D, help=f"joint-space dimension (default {DEFAULT_D})")
-    p.add_argument("--loss", action="append", choices=LOSSES,
-                   help="train only this loss (repeatable; default: one model per loss)")
     p.add_argument("--data", default="clipart",
                    help="'clipart' (embedded), 'scenes[:N]' (synthetic), or a dataset path the "
                    "loaders read (Karpathy/COCO .json, .csv, image folder); needs train/val/test splits")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--queries", default="captions", choices=("captions", "people"),
-                   help="captions (default): the test images' own captions, the models above; people: "
-                   "the people-style query set (clip art only), text->image, for the models of "
-                   "crosslab.beyond (cca+glove, cca+minilm, mlp+minilm, conse+..., fusion(...))")
+                   help="captions (default): the test images' own captions, both directions; people: "
+                   "the people-style query set (clip art only), text->image")
 
 
 def _load(data: str):
@@ -66,59 +61,34 @@ def _load(data: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..recipes import run_evaluation
-    from ..retrieval import ROW_KEYS, results_table
+    from ..evaluation import ROW_KEYS, results_table, run
+    from ..pipelines import LESSON05, LESSON07
 
-    if args.d < 1:
-        raise CrosslabError(f"--d must be >= 1, got {args.d}.")
-    if args.queries == "people":
-        return _run_people(args)
-    ds = _load(args.data)
-    rows = run_evaluation(
-        ds, text=args.text, encoder=args.encoder, d=args.d, losses=args.loss,
-        progress=not args.quiet and not args.json, device=args.device,
-    )
-    if args.json:
-        json.dump([{k: r[k] for k in ROW_KEYS} for r in rows], sys.stdout, indent=1)
-        print()
-    else:
-        import pandas as pd
-
-        with pd.option_context("display.width", 140, "display.max_columns", 20):
-            print(f"{ds.name}: test split, {args.text} text features, {args.encoder} images, d={args.d}")
-            print(results_table(rows).to_string(float_format=lambda v: f"{v:.1f}"))
-    return 0
-
-
-def _run_people(args: argparse.Namespace) -> int:
-    """``--queries people``: the recipe of :mod:`crosslab.beyond`, text->image on the people-style set."""
-    from ..beyond import run_beyond
-    from ..retrieval import ROW_KEYS
-
-    if args.data != "clipart":
+    people = args.queries == "people"
+    if people and args.data != "clipart":
         raise CrosslabError(
             f"--queries people: the people-style query set is written for the embedded clip art; "
             f"use --data clipart (got {args.data!r})."
         )
     ds = _load(args.data)
-    rows = run_beyond(ds, queries=("people",), progress=not args.quiet and not args.json, device=args.device)
+    names = args.pipeline or (LESSON07 if people else LESSON05)
+    rows = run(names, ds, queries=(args.queries,), progress=not args.quiet and not args.json, device=args.device)
     if args.json:
         json.dump([{k: r[k] for k in (*ROW_KEYS, "queries")} for r in rows], sys.stdout, indent=1)
         print()
         return 0
     import pandas as pd
 
-    keys = ["name", "kind", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "choice"]
-    print(f"{ds.name}: people-style queries, text->image over the {int((ds.split == 'test').sum())} "
-          "test images (i2t: not applicable); val chose reg / T / w")
     with pd.option_context("display.width", 140, "display.max_columns", 20):
+        if not people:
+            print(f"{ds.name}: test split, own captions, both directions")
+            print(results_table(rows).to_string(float_format=lambda v: f"{v:.1f}"))
+            return 0
+        keys = ["name", "kind", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "choice"]
+        print(f"{ds.name}: people-style queries, text->image over the {int((ds.split == 'test').sum())} "
+              "test images (i2t: not applicable); val chose reg / T / w")
         for q in dict.fromkeys(r["queries"] for r in rows):
-            table = pd.DataFrame([r for r in rows if r["queries"] == q], columns=keys).set_index("name")
-            print(f"\n{q} ({_count(q, rows)})")
-            print(table.to_string(float_format=lambda v: f"{v:.1f}"))
+            group = [r for r in rows if r["queries"] == q]
+            print(f"\n{q} ({group[0]['n_queries']} queries)")
+            print(pd.DataFrame(group, columns=keys).set_index("name").to_string(float_format=lambda v: f"{v:.1f}"))
     return 0
-
-
-def _count(q: str, rows: list) -> str:
-    n = next((r.get("n_queries") for r in rows if r["queries"] == q), None)
-    return f"{n} queries" if n is not None else "queries"

@@ -187,12 +187,6 @@ class CaptionedImages:
         """The captions of image ``i``."""
         return [self.captions[j] for j in np.flatnonzero(self.caption_to_image == i)]
 
-    def image_to_captions(self) -> list[np.ndarray]:
-        """For each image, the indices of its captions."""
-        order = np.argsort(self.caption_to_image, kind="stable")
-        bounds = np.searchsorted(self.caption_to_image[order], np.arange(len(self) + 1))
-        return [order[bounds[i] : bounds[i + 1]] for i in range(len(self))]
-
     def load_image(self, i: int) -> Image.Image:
         """Decode image ``i`` to RGB (see :func:`load_image`)."""
         return load_image(self.images[i], root=self.root, name=f"{self.name}:{self.ids[i]}")

@@ -22,6 +22,11 @@ META_FIELDS = ("title", "keywords", "description", "category", "category_path", 
 _REQUIRED = ("id", "file", "split", "captions", *META_FIELDS)
 
 
+def clipart_dir() -> Path:
+    """The embedded clip-art set of this checkout (``<repo>/data/clipart``; may be absent)."""
+    return DEFAULT_ROOT
+
+
 def load_clipart(root: Path | str | None = None) -> CaptionedImages:
     """Load the clip-art set: N images (paths under ``root``), their captions and the fixed split.
 
@@ -29,7 +34,7 @@ def load_clipart(root: Path | str | None = None) -> CaptionedImages:
     category (top-level folder), category_path and source (the SVG's path in the
     Debian package). Images are decoded lazily (``ds.load_image(i)``).
     """
-    root = Path(root) if root is not None else DEFAULT_ROOT
+    root = Path(root) if root is not None else clipart_dir()
     manifest = root / "manifest.jsonl"
     if not manifest.is_file():
         raise DataError(

@@ -1,4 +1,4 @@
-"""Top-k search and Recall@K evaluation for cross-modal retrieval.
+"""Search: the k best items for each query, exactly, from a few items to millions.
 
 * :func:`topk` — the k best entries of each row of a score matrix, with a
   deterministic tie-break: among equal scores the lower index wins.
@@ -8,23 +8,18 @@
   only looked at when its maximum can beat a query's current k-th score, which
   after the first chunk almost no group can. Optional exact FAISS backend
   (``backend="faiss"``).
-* :func:`evaluate` — the Flickr30k / COCO protocol with several captions per
-  image: text->image ranks each caption's image among all images; image->text
-  takes, per image, the best rank among its captions. R@1/5/10 (in percent),
-  median and mean rank, and rSum (sum of the six R@K).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import QueryError, ShapeError
-from .similarity import HIGHER_IS_BETTER, as_tensor, check_metric, pairwise, scores, unit_rows
+from .similarity import GEMM_FORMS, HIGHER_IS_BETTER, as_tensor, check_metric, pairwise, unit_rows
 
 Array = np.ndarray | torch.Tensor
 
@@ -129,12 +124,15 @@ def _merge_candidates(
 class Index:
     """Exact nearest-neighbour search over a fixed set of items, for any metric of :mod:`similarity`.
 
-    ``Index(metric).add(items)`` stores ``(M, d)`` items (prepared once: normalised
-    for cosine, log-softmaxed for KL). ``search(queries, k)`` returns the ``k`` best
-    items per query as ``(scores, ids)``, each ``(n, min(k, M))``, best first, where
-    ``scores`` are the metric's own values (distances ascending for ``euclidean``,
-    ``kl``, ``js``; similarities descending otherwise) and ties go to the lower id.
-    ``k > M`` is clamped to ``M``.
+    ``Index(metric).add(items)`` stores ``(M, d)`` items prepared once in the metric's
+    matrix-product form, :data:`crosslab.similarity.GEMM_FORMS` (normalised for cosine,
+    log-softmaxed for KL, with a ``-|b|^2/2`` column term for Euclidean): the form
+    :func:`~crosslab.similarity.pairwise` computes with, so both rank alike. JS items
+    are kept as they are. ``search(queries, k)`` returns the ``k`` best items per query
+    as ``(scores, ids)``, each ``(n, min(k, M))``, best first, where ``scores`` are the
+    metric's own values (distances ascending for ``euclidean``, ``kl``, ``js``;
+    similarities descending otherwise) and ties go to the lower id. ``k > M`` is
+    clamped to ``M``.
 
     Memory is bounded by :meth:`memory_bytes` whatever ``M`` is: a score block of
     ``batch_size x item_chunk`` floats, filled by ``CPU_TILE``-wide GEMM tiles (on the
@@ -166,9 +164,10 @@ class Index:
         self.temperature = float(temperature)
         self.device = torch.device(device) if device is not None else None
         self.item_chunk = int(item_chunk)
-        self._items: torch.Tensor | None = None  # prepared (M, d)
+        # The metric's GEMM form (None for JS, which is scored by pairwise in chunks).
+        self._form = GEMM_FORMS.get(metric)
+        self._items: torch.Tensor | None = None  # prepared (M, d); raw for JS
         self._col: torch.Tensor | None = None  # column term added to the GEMM, (M,)
-        self._raw: torch.Tensor | None = None  # kept only for JS
         self._faiss = None
 
     def __len__(self) -> int:
@@ -191,47 +190,14 @@ class Index:
             raise ShapeError("items have 0 features; there is nothing to index.")
         if self.backend == "faiss":
             self._add_faiss(x)
-        prep, col = self._prepare_items(x)
+        prep, col = (x, None) if self._form is None else self._form.prepare_items(x, self.temperature)
         if self._items is None:
             self._items, self._col = prep, col
         else:
             self._items = torch.cat([self._items, prep.to(self._items.dtype)])
             if col is not None:
                 self._col = torch.cat([self._col, col.to(self._col.dtype)])
-        if self.metric == "js":
-            self._raw = x if self._raw is None else torch.cat([self._raw, x])
         return self
-
-    def _prepare_items(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # Every metric but JS becomes "rank score = q' . b' + col(b)", higher is better.
-        if self.metric == "cosine":
-            return unit_rows(x), None
-        if self.metric in ("euclidean", "neg_euclidean"):
-            # -|a-b|^2 / 2 = a.b - |b|^2/2 - |a|^2/2; the last term is constant per query.
-            return x, -(x * x).sum(1) / 2
-        if self.metric == "kl":
-            # -KL(p||q) = p . log q - sum p log p; the last term is constant per query.
-            return torch.log_softmax(x / self.temperature, dim=1), None
-        return x, None  # dot, js (js uses _raw)
-
-    def _prepare_queries(self, q: torch.Tensor) -> torch.Tensor:
-        if self.metric == "cosine":
-            return unit_rows(q)
-        if self.metric == "kl":
-            return torch.softmax(q / self.temperature, dim=1)
-        return q
-
-    def _to_metric(self, rank_score: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """Turn rank scores of the kept items back into the metric's values."""
-        if self.metric in ("euclidean", "neg_euclidean"):
-            dist = ((q * q).sum(1, keepdim=True) - 2 * rank_score).clamp(min=0).sqrt()
-            return dist if self.metric == "euclidean" else -dist
-        if self.metric == "kl":
-            logp = torch.log_softmax(q / self.temperature, dim=1)
-            return ((logp.exp() * logp).sum(1, keepdim=True) - rank_score).clamp(min=0)
-        if self.metric == "js":
-            return -rank_score
-        return rank_score
 
     def search(
         self, queries: Array, k: int = 10, *, batch_size: int = 1024
@@ -296,7 +262,8 @@ class Index:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.metric == "js":
             return self._search_batch_js(q, k)
-        qp = self._prepare_queries(q)
+        # The queries' side of the form, once per batch; the loop below is the GEMM alone.
+        qp = self._form.prepare_queries(q, self.temperature)
         n, dev, dt = len(qp), self._items.device, self._items.dtype
         tile = self._tile()
         # best_v[:, -1] is each query's current k-th score. An item can only enter the
@@ -358,21 +325,22 @@ class Index:
                     # Later slices hold later items of each query, so merging slice by slice
                     # keeps _merge_candidates' order condition and bounds the lists.
                     best_v, best_i = _merge_candidates(best_v, best_i, qs, v, ids)
-        return self._to_metric(best_v, q), best_i
+        # Rank scores of the k kept items back to the metric's values (in place).
+        return self._form.to_metric(best_v, q, self.temperature), best_i
 
     def _search_batch_js(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         # JS has no GEMM form: score each item chunk in full and merge the partial lists.
         best_v = best_i = None
         with torch.no_grad():
             for j in range(0, len(self), self.item_chunk):
-                S = -pairwise(q, self._raw[j : j + self.item_chunk], "js", temperature=self.temperature)
+                S = -pairwise(q, self._items[j : j + self.item_chunk], "js", temperature=self.temperature)
                 v, i = _topk_desc(S, min(k, S.shape[1]), offset=j)
                 if best_v is None:
                     best_v, best_i = v, i
                 else:
                     best_v, best_i = _lexsort_rows(torch.cat([best_v, v], 1), torch.cat([best_i, i], 1))
                     best_v, best_i = best_v[:, :k], best_i[:, :k]
-        return self._to_metric(best_v, q), best_i
+        return -best_v, best_i  # distances again
 
     # ---- FAISS --------------------------------------------------------------
     def _add_faiss(self, x: torch.Tensor) -> None:
@@ -405,134 +373,4 @@ class Index:
         return vals.to(dev, self._items.dtype), ids.to(dev)
 
 
-# ----------------------------------------------------------------------------- evaluation
-def _caption_to_image(c2i: Any) -> np.ndarray:
-    c2i = getattr(c2i, "caption_to_image", c2i)  # accept a CaptionedImages
-    if c2i is None:
-        raise ShapeError("evaluate needs caption_to_image (an array, or the CaptionedImages split).")
-    arr = np.asarray(c2i)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise ShapeError(f"caption_to_image must be a 1-D integer array, got shape {arr.shape} {arr.dtype}.")
-    return arr.astype(np.int64)
-
-
-def ranks(scores_: Array, caption_to_image: Any) -> tuple[np.ndarray, np.ndarray]:
-    """1-based ranks of the correct answers in both directions, from a ``(C, N)`` caption x image score matrix.
-
-    Higher score = better. Ties are broken like :func:`topk` (lower index first).
-
-    Returns:
-        ``t2i`` ``(C,)``: rank of each caption's image among the N images;
-        ``i2t`` ``(N',)``: for each image that has captions, the best rank among
-        its captions when all C captions are ranked for it (images without
-        captions are left out).
-    """
-    S = as_tensor(scores_, "scores", check_finite=False).cpu()
-    if bool(torch.isnan(S).any()):
-        raise ShapeError("scores contain NaN; a NaN cannot be ranked. Check the embeddings.")
-    c2i = _caption_to_image(caption_to_image)
-    C, N = S.shape
-    if len(c2i) != C:
-        raise ShapeError(f"scores have {C} rows (captions) but caption_to_image has {len(c2i)} entries.")
-    if C == 0 or N == 0:
-        raise ShapeError(f"cannot evaluate an empty score matrix of shape {(C, N)}.")
-    if c2i.min() < 0 or c2i.max() >= N:
-        raise ShapeError(f"caption_to_image points outside 0..{N - 1} (the score matrix has {N} columns).")
-    t = torch.from_numpy(c2i)
-    cols = torch.arange(N)
-    gt = S[torch.arange(C), t][:, None]
-    t2i = 1 + (S > gt).sum(1) + ((S == gt) & (cols[None, :] < t[:, None])).sum(1)
-    # Image -> text: an image's best rank is that of its best-scoring caption
-    # (lowest caption index among equals), so one pass over each column suffices.
-    own = S[torch.arange(C), t]
-    best = torch.full((N,), -math.inf, dtype=S.dtype)
-    best.scatter_reduce_(0, t, own, reduce="amax")
-    has = torch.zeros(N, dtype=torch.bool)
-    has[t] = True
-    is_best = own == best[t]
-    cap_idx = torch.arange(C)
-    first = torch.full((N,), C, dtype=torch.int64)
-    first.scatter_reduce_(0, t[is_best], cap_idx[is_best], reduce="amin")
-    imgs = torch.nonzero(has).flatten()
-    i2t = torch.empty(len(imgs), dtype=torch.int64)
-    St = S.T
-    for s in range(0, len(imgs), 1024):
-        ii = imgs[s : s + 1024]
-        col = St[ii]  # (n, C)
-        b = best[ii][:, None]
-        i2t[s : s + 1024] = 1 + (col > b).sum(1) + ((col == b) & (cap_idx[None, :] < first[ii][:, None])).sum(1)
-    return t2i.numpy().astype(np.int64), i2t.numpy()
-
-
-def rank_metrics(r: np.ndarray, ks: Sequence[int] = (1, 5, 10), prefix: str = "") -> dict[str, float]:
-    """R@K (percent), median and mean rank of 1-based ranks ``r``."""
-    out = {f"{prefix}r{k}": float(100.0 * np.mean(r <= k)) for k in ks}
-    out[f"{prefix}medr"] = float(np.median(r))
-    out[f"{prefix}meanr"] = float(np.mean(r))
-    return out
-
-
-def evaluate(
-    source: Any,
-    caption_to_image: Any,
-    *,
-    text: Array | None = None,
-    image: Array | None = None,
-    metric: str | None = None,
-    ks: Sequence[int] = (1, 5, 10),
-) -> dict[str, float]:
-    """Retrieval metrics in both directions (Flickr30k / COCO protocol).
-
-    Two ways to call it:
-
-    * ``evaluate(S, caption_to_image)`` with ``S`` a ``(C, N)`` score matrix
-      (captions x images, higher = better);
-    * ``evaluate(model, caption_to_image, text=X, image=Y, metric="cosine")`` with
-      a model that has ``embed_text`` / ``embed_image`` (trained models and the
-      baselines), ``X`` ``(C, n)`` caption features and ``Y`` ``(N, m)`` image features.
-      ``metric`` defaults to the model's own ``metric`` attribute, else cosine.
-
-    ``caption_to_image`` is a ``(C,)`` integer array or a :class:`CaptionedImages`.
-
-    Returns:
-        dict with ``t2i_r1 t2i_r5 t2i_r10 t2i_medr t2i_meanr`` and the same for
-        ``i2t_``, R@K in percent, plus ``rsum`` (sum of the six R@K).
-    """
-    if hasattr(source, "embed_text") and hasattr(source, "embed_image"):
-        if text is None or image is None:
-            raise ShapeError("evaluate(model, ...) needs text=(C, n) and image=(N, m) features.")
-        metric = metric or getattr(source, "metric", "cosine")
-        S = scores(source.embed_text(text), source.embed_image(image), metric)
-    else:
-        S = source
-    t2i, i2t = ranks(S, caption_to_image)
-    out = rank_metrics(t2i, ks, "t2i_") | rank_metrics(i2t, ks, "i2t_")
-    out["rsum"] = float(sum(out[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in ks))
-    return out
-
-
-ROW_KEYS = (
-    "name", "kind", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr",
-    "i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "rsum",
-)
-
-
-def metrics_row(name: str, kind: str, metrics: dict[str, float], *, digits: int = 2) -> dict[str, Any]:
-    """One table row (the keys of ``python -m crosslab evaluate --json``) from :func:`evaluate`'s dict."""
-    row: dict[str, Any] = {"name": name, "kind": kind}
-    for key in ROW_KEYS[2:]:
-        row[key] = round(float(metrics[key]), digits)
-    return row
-
-
-def results_table(rows: Iterable[dict[str, Any]]):
-    """A pandas DataFrame of :func:`metrics_row` rows, indexed by name."""
-    import pandas as pd
-
-    return pd.DataFrame(list(rows), columns=list(ROW_KEYS)).set_index("name")
-
-
-__all__ = [
-    "topk", "Index", "ranks", "rank_metrics", "evaluate", "metrics_row", "results_table",
-    "ROW_KEYS", "HIGHER_IS_BETTER",
-]
+__all__ = ["topk", "Index", "HIGHER_IS_BETTER"]

@@ -1,0 +1,250 @@
+"""Evaluation: the Flickr30k / COCO protocol with several captions per image.
+
+Text->image ranks each caption's image among all images; image->text takes, per
+image, the best rank among its captions. R@1/5/10 (in percent), median and mean
+rank, and rSum (sum of the six R@K). :func:`evaluate` takes a score matrix, a head
+with features, or a :class:`~crosslab.pipeline.Pipeline` with a dataset split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ShapeError
+from .similarity import as_tensor, scores
+
+Array = np.ndarray | torch.Tensor
+
+
+def _caption_to_image(c2i: Any) -> np.ndarray:
+    c2i = getattr(c2i, "caption_to_image", c2i)  # accept a CaptionedImages
+    if c2i is None:
+        raise ShapeError("evaluate needs caption_to_image (an array, or the CaptionedImages split).")
+    arr = np.asarray(c2i)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ShapeError(f"caption_to_image must be a 1-D integer array, got shape {arr.shape} {arr.dtype}.")
+    return arr.astype(np.int64)
+
+
+def ranks(scores_: Array, caption_to_image: Any) -> tuple[np.ndarray, np.ndarray]:
+    """1-based ranks of the correct answers in both directions, from a ``(C, N)`` caption x image score matrix.
+
+    Higher score = better. Ties are broken like :func:`crosslab.search.topk` (lower index first).
+
+    Returns:
+        ``t2i`` ``(C,)``: rank of each caption's image among the N images;
+        ``i2t`` ``(N',)``: for each image that has captions, the best rank among
+        its captions when all C captions are ranked for it (images without
+        captions are left out).
+    """
+    S = as_tensor(scores_, "scores", check_finite=False).cpu()
+    if bool(torch.isnan(S).any()):
+        raise ShapeError("scores contain NaN; a NaN cannot be ranked. Check the embeddings.")
+    c2i = _caption_to_image(caption_to_image)
+    C, N = S.shape
+    if len(c2i) != C:
+        raise ShapeError(f"scores have {C} rows (captions) but caption_to_image has {len(c2i)} entries.")
+    if C == 0 or N == 0:
+        raise ShapeError(f"cannot evaluate an empty score matrix of shape {(C, N)}.")
+    if c2i.min() < 0 or c2i.max() >= N:
+        raise ShapeError(f"caption_to_image points outside 0..{N - 1} (the score matrix has {N} columns).")
+    t = torch.from_numpy(c2i)
+    cols = torch.arange(N)
+    gt = S[torch.arange(C), t][:, None]
+    t2i = 1 + (S > gt).sum(1) + ((S == gt) & (cols[None, :] < t[:, None])).sum(1)
+    # Image -> text: an image's best rank is that of its best-scoring caption
+    # (lowest caption index among equals), so one pass over each column suffices.
+    own = S[torch.arange(C), t]
+    best = torch.full((N,), -math.inf, dtype=S.dtype)
+    best.scatter_reduce_(0, t, own, reduce="amax")
+    has = torch.zeros(N, dtype=torch.bool)
+    has[t] = True
+    is_best = own == best[t]
+    cap_idx = torch.arange(C)
+    first = torch.full((N,), C, dtype=torch.int64)
+    first.scatter_reduce_(0, t[is_best], cap_idx[is_best], reduce="amin")
+    imgs = torch.nonzero(has).flatten()
+    i2t = torch.empty(len(imgs), dtype=torch.int64)
+    St = S.T
+    for s in range(0, len(imgs), 1024):
+        ii = imgs[s : s + 1024]
+        col = St[ii]  # (n, C)
+        b = best[ii][:, None]
+        i2t[s : s + 1024] = 1 + (col > b).sum(1) + ((col == b) & (cap_idx[None, :] < first[ii][:, None])).sum(1)
+    return t2i.numpy().astype(np.int64), i2t.numpy()
+
+
+def rank_metrics(r: np.ndarray, ks: Sequence[int] = (1, 5, 10), prefix: str = "") -> dict[str, float]:
+    """R@K (percent), median and mean rank of 1-based ranks ``r``."""
+    out = {f"{prefix}r{k}": float(100.0 * np.mean(r <= k)) for k in ks}
+    out[f"{prefix}medr"] = float(np.median(r))
+    out[f"{prefix}meanr"] = float(np.mean(r))
+    return out
+
+
+def evaluate(
+    source: Any,
+    caption_to_image: Any,
+    *,
+    text: Array | None = None,
+    image: Array | None = None,
+    metric: str | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """Retrieval metrics in both directions (Flickr30k / COCO protocol).
+
+    Two ways to call it:
+
+    * ``evaluate(S, caption_to_image)`` with ``S`` a ``(C, N)`` score matrix
+      (captions x images, higher = better);
+    * ``evaluate(model, caption_to_image, text=X, image=Y, metric="cosine")`` with
+      a model that has ``embed_text`` / ``embed_image`` (trained models and the
+      baselines), ``X`` ``(C, n)`` caption features and ``Y`` ``(N, m)`` image features.
+      ``metric`` defaults to the model's own ``metric`` attribute, else cosine.
+
+    ``caption_to_image`` is a ``(C,)`` integer array or a :class:`CaptionedImages`.
+
+    Returns:
+        dict with ``t2i_r1 t2i_r5 t2i_r10 t2i_medr t2i_meanr`` and the same for
+        ``i2t_``, R@K in percent, plus ``rsum`` (sum of the six R@K).
+    """
+    if hasattr(source, "embed_text") and hasattr(source, "embed_image"):
+        if text is None or image is None:
+            raise ShapeError("evaluate(model, ...) needs text=(C, n) and image=(N, m) features.")
+        metric = metric or getattr(source, "metric", "cosine")
+        S = scores(source.embed_text(text), source.embed_image(image), metric)
+    else:
+        S = source
+    t2i, i2t = ranks(S, caption_to_image)
+    out = rank_metrics(t2i, ks, "t2i_") | rank_metrics(i2t, ks, "i2t_")
+    out["rsum"] = float(sum(out[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in ks))
+    return out
+
+
+ROW_KEYS = (
+    "name", "kind", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr",
+    "i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "rsum",
+)
+
+
+def metrics_row(name: str, kind: str, metrics: dict[str, float], *, digits: int = 2) -> dict[str, Any]:
+    """One table row (the keys of ``python -m crosslab evaluate --json``) from :func:`evaluate`'s dict."""
+    row: dict[str, Any] = {"name": name, "kind": kind}
+    for key in ROW_KEYS[2:]:
+        row[key] = round(float(metrics[key]), digits)
+    return row
+
+
+def results_table(rows: Iterable[dict[str, Any]]):
+    """A pandas DataFrame of :func:`metrics_row` rows, indexed by name."""
+    import pandas as pd
+
+    return pd.DataFrame(list(rows), columns=list(ROW_KEYS)).set_index("name")
+
+
+def evaluate_pipeline(p: Any, ds: Any, split: str = "test", ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """:func:`evaluate`'s metrics for a pipeline on one split of ``ds``, both directions.
+
+    Text->image ranks come from scores z-scored (for a fusion) over the images of each
+    caption (``axis=1``), image->text from scores over the captions of each image (``axis=0``);
+    for one head the two are the same matrix.
+    """
+    from .pipelines import split_rows
+
+    caps, imgs, c2i = split_rows(ds, split)
+    T, V = p.encode_text(ds, rows=caps), p.encode_image(ds, rows=imgs)
+    t2i, _ = ranks(p.score(T, V, axis=1), c2i)
+    _, i2t = ranks(p.score(T, V, axis=0), c2i)
+    out = rank_metrics(t2i, ks, "t2i_") | rank_metrics(i2t, ks, "i2t_")
+    out["rsum"] = float(sum(out[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in ks))
+    return out
+
+
+def query_ranks(p: Any, ds: Any, queries: Any, split: str = "test") -> np.ndarray:
+    """``(Q,)`` rank of each query's target among ``split``'s images (text->image only).
+
+    ``queries`` has ``texts`` and ``targets`` (indices into the split's images), like
+    :class:`crosslab.data.people.QuerySet`.
+    """
+    from .errors import CrosslabError
+    from .pipelines import split_rows
+
+    _, imgs, _ = split_rows(ds, split)
+    targets = np.asarray(queries.targets, dtype=np.int64)
+    if len(targets) == 0 or targets.min() < 0 or targets.max() >= len(imgs):
+        raise CrosslabError(f"query targets must index the {len(imgs)} {split} images of {ds.name}.")
+    S = p.score(p.encode_text(list(queries.texts)), p.encode_image(ds, rows=imgs), axis=1)
+    return ranks(S, targets)[0]
+
+
+def _choice(p: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in p.choice.items() if k in ("reg", "T", "temperature", "w"))
+
+
+def run(names: Sequence[str], ds: Any = None, *, split: str = "test", queries: Sequence[str] = ("captions",),
+        people: Any = None, progress: bool = True, device: Any = None, cache: bool = True) -> list[dict[str, Any]]:
+    """Create each named pipeline (fitted on train, chosen on val) and score ``split`` once: table rows.
+
+    Rows have :data:`ROW_KEYS` plus ``queries``, ``n_queries``, ``choice`` (what val chose),
+    ``seconds`` (creating and scoring; a cached pipeline takes a second) and ``cached``.
+
+    * ``"captions"``: the split's own captions, both directions.
+    * ``"people"``: a query set (``people``, default the people-style set of the clip art,
+      ``crosslab.data.load_people_queries``), text->image only, in three groups of rows:
+      ``people`` (all), ``people:short`` and ``people:description``. The i2t keys and
+      ``rsum`` are None: a query set covers only some images.
+    """
+    import time
+
+    from .errors import CrosslabError
+    from .pipelines import create_pipeline
+
+    bad = [q for q in queries if q not in ("captions", "people")]
+    if bad or not queries:
+        raise CrosslabError(f"queries must be 'captions' and/or 'people', got {list(queries)}.")
+    if ds is None:
+        from .data import load_clipart
+
+        ds = load_clipart()
+    if "people" in queries and people is None:
+        from .data.people import load_people_queries
+
+        people = load_people_queries(ds, split=split)
+    rows: list[dict[str, Any]] = []
+    per_query: dict[str, np.ndarray] = {}
+    made = {}
+    for name in names:
+        t0 = time.perf_counter()
+        p = made[name] = create_pipeline(name, ds, device=device, cache=cache, progress=progress)
+        extra = {"choice": _choice(p), "cached": bool(getattr(p.cache_info_, "hit", False))}
+        if "captions" in queries:
+            row = metrics_row(name, p.kind, evaluate_pipeline(p, ds, split))
+            n = int(np.isin(ds.caption_to_image, np.flatnonzero(ds.split == split)).sum())
+            rows.append(row | {"queries": "captions", "n_queries": n} | extra)
+        if "people" in queries:
+            per_query[name] = query_ranks(p, ds, people, split)
+        extra["seconds"] = round(time.perf_counter() - t0, 2)
+        for r in rows:
+            if r["name"] == name:
+                r |= extra
+    if "people" in queries:
+        kinds = np.asarray(people.kinds)
+        groups = [("people", np.ones(len(kinds), bool))] + [
+            (f"people:{k}", kinds == k) for k in ("short", "description") if np.any(kinds == k)]
+        for label, sel in groups:
+            for name in names:
+                m = rank_metrics(per_query[name][sel], (1, 5, 10), "t2i_")
+                row: dict[str, Any] = {k: None for k in ROW_KEYS} | {"name": name, "kind": made[name].kind}
+                row |= {k: round(float(m[k]), 2) for k in ("t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr")}
+                rows.append(row | {"queries": label, "n_queries": int(sel.sum()), "choice": _choice(made[name]),
+                                   "cached": bool(getattr(made[name].cache_info_, "hit", False))})
+    return rows
+
+
+__all__ = ["ranks", "rank_metrics", "evaluate", "evaluate_pipeline", "query_ranks", "run", "metrics_row",
+           "results_table", "ROW_KEYS"]

@@ -1,0 +1,365 @@
+"""The table of named pipelines: every model of the course, its settings, and how it is fitted.
+
+    cl.list_pipelines()                            # names
+    p = cl.create_pipeline("mlp+minilm", ds)       # fitted on train, every choice on val, cached
+
+This is the one place where settings live (text features, ``d``, the trainer's
+hyper-parameters per loss, ridge grids, ConSE's grids, the fusion rule); lessons,
+apps, benchmarks and commands read it. A new model is a new :class:`Spec` in
+:data:`PIPELINES` (and, for a new kind of head, one new fitter in :data:`FITTERS`).
+
+Every choice is made on the validation split: the CCA ridge (val rSum), early
+stopping of trained towers (val rSum), ConSE's T and softmax temperature (val rSum,
+centred on the train split's mean vectors), the fusion weight w (on the val
+people-style queries for the clip art -- people's queries are what fusion is for --
+else on the val captions; see :func:`crosslab.zeroshot.choose_w`). The test split is
+never read here. A fitted pipeline is cached by content (``CROSSLAB_CACHE``/pipelines:
+name, settings, dataset fingerprint, encoder weights, torch version, device), so the
+second ``create_pipeline`` of the same thing loads in a second and gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import CrosslabError, ModelError
+from .pipeline import FusionPipeline, Pipeline, Retriever
+
+__all__ = ["Spec", "PIPELINES", "FITTERS", "list_pipelines", "get_spec", "create_pipeline", "features",
+           "Features", "SplitFeatures", "DEFAULT_PIPELINE", "LESSON05", "LESSON07", "split_rows"]
+
+#: Bump when a change to fitting changes what a name gives: cached pipelines are then refitted.
+PIPELINE_VERSION = 1
+IMAGE_ENCODER = "efficientnet_lite0"
+D = 256
+#: The trained towers' settings, per loss (chosen on val; docs/experiments.md).
+TRAIN = dict(head="mlp", hidden=512, dropout=0.5, lr=1e-3, weight_decay=1e-4, batch_size=256,
+             epochs=60, patience=10, seed=0, d=D)
+LOSS_SETTINGS: dict[str, dict[str, Any]] = {
+    "infonce": dict(loss="infonce", temperature=0.07),
+    "hinge": dict(loss="hinge", margin=0.2),
+    # From random init the hardest-negative loss collapses (val R@10 ~27 %, as VSE++ warns):
+    # it fine-tunes the regularised-CCA start instead.
+    "max_violation": dict(loss="max_violation", margin=0.2, head="linear", dropout=0.0, init="cca", lr=3e-4),
+    "bce": dict(loss="bce", temperature=0.1, n_negatives=15),
+}
+RCCA = dict(d=128, regs=(0.01, 0.03, 0.1, 0.3, 1.0))
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One named pipeline: what it reads, which head, with which settings."""
+
+    name: str
+    kind: str  # random | cca | trained | zero-shot | fusion
+    about: str
+    text: str = ""  # a crosslab.text_encoders name
+    head: str = ""  # a key of FITTERS
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    image_input: str = "features"  # "features" (pooled CNN) or "logits" (ImageNet, for ConSE)
+    parts: tuple[str, ...] = ()  # a fusion's two pipelines
+
+    def needs(self) -> str:
+        """What fitting it needs, in words (for ``python -m crosslab pipelines``)."""
+        if self.parts:
+            return f"{self.parts[0]} and {self.parts[1]}; w chosen on val"
+        return f"text {self.text}, image {IMAGE_ENCODER} {self.image_input}"
+
+
+def _trained(name: str, loss: str, text: str, about: str) -> Spec:
+    return Spec(name, "trained", about, text, "joint", TRAIN | LOSS_SETTINGS[loss])
+
+
+W2V = "glove+w2v-tfidf"
+PIPELINES: dict[str, Spec] = {s.name: s for s in (
+    Spec("random", "random", "chance level: random vectors", "glove-mean", "random", {"d": D}),
+    # Lesson 05: word vectors (GloVe + Word2Vec on the train captions, TF-IDF pooled).
+    Spec("cca (sklearn)", "cca", "scikit-learn's CCA on PCA-reduced features", W2V, "cca",
+         dict(d=16, pca=64, max_iter=100, tol=1e-4)),
+    Spec("regularised cca", "cca", "closed-form CCA with a ridge chosen on val", W2V, "rcca", RCCA),
+    _trained("mlp infonce", "infonce", W2V, "MLP towers trained with InfoNCE"),
+    _trained("mlp hinge", "hinge", W2V, "MLP towers trained with the hinge loss"),
+    _trained("linear+cca init max_violation", "max_violation", W2V, "linear towers from the CCA start, max-violation"),
+    _trained("mlp bce", "bce", W2V, "MLP towers trained with pairwise BCE"),
+    # Lesson 07: beyond word vectors.
+    Spec("cca+glove", "cca", "regularised CCA, GloVe-mean text", "glove-mean", "rcca", RCCA),
+    Spec("cca+minilm", "cca", "regularised CCA, MiniLM sentence vectors", "minilm", "rcca", RCCA),
+    _trained("mlp+minilm", "infonce", "minilm", "MLP towers (InfoNCE) on MiniLM sentence vectors"),
+    Spec("conse+glove", "zero-shot", "ConSE: ImageNet classes as GloVe vectors, no paired training",
+         "glove-mean", "conse", {}, "logits"),
+    Spec("conse+minilm", "zero-shot", "ConSE: ImageNet classes as MiniLM vectors, no paired training",
+         "minilm", "conse", {}, "logits"),
+    *(Spec(f"fusion({a},{b})", "fusion", "z-score fusion of two pipelines", parts=(a, b))
+      for a, b in (("cca+glove", "conse+glove"), ("cca+minilm", "conse+minilm"), ("mlp+minilm", "conse+minilm"))),
+)}
+#: The rows of lesson 05's table (``python -m crosslab evaluate``) and lesson 07's (``--queries people``).
+LESSON05 = ("random", "cca (sklearn)", "regularised cca", "mlp infonce", "mlp hinge",
+            "linear+cca init max_violation", "mlp bce")
+LESSON07 = ("random", "cca+glove", "cca+minilm", "mlp+minilm", "conse+glove", "conse+minilm",
+            "fusion(cca+glove,conse+glove)", "fusion(cca+minilm,conse+minilm)", "fusion(mlp+minilm,conse+minilm)")
+#: What the command line and the apps open on.
+DEFAULT_PIPELINE = "mlp+minilm"
+
+
+def list_pipelines() -> list[str]:
+    """The names of the table, in its order."""
+    return list(PIPELINES)
+
+
+def get_spec(name: str) -> Spec:
+    if name not in PIPELINES:
+        raise ModelError(f"unknown pipeline {name!r}; choose one of {list_pipelines()} "
+                         "(python -m crosslab pipelines lists them).")
+    return PIPELINES[name]
+
+
+def split_rows(ds: Any, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Caption rows ``(C_s,)``, image rows ``(N_s,)`` and the local caption -> image map of one split."""
+    idx = np.flatnonzero(ds.split == split)
+    if len(idx) == 0:
+        raise CrosslabError(f"{ds.name}: the {split!r} split is empty; it needs at least one image.")
+    remap = np.full(len(ds), -1, dtype=np.int64)
+    remap[idx] = np.arange(len(idx))
+    caps = np.flatnonzero(remap[ds.caption_to_image] >= 0)
+    return caps, idx, remap[ds.caption_to_image[caps]]
+
+
+@dataclass
+class SplitFeatures:
+    """Features of one split: ``text`` ``(C, n)``, ``image`` ``(N, m)``, ``caption_to_image`` ``(C,)``."""
+
+    text: np.ndarray
+    image: np.ndarray
+    caption_to_image: np.ndarray
+
+    def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.text, self.image, self.caption_to_image
+
+
+@dataclass
+class Features:
+    """Train / val / test features of a dataset under one text encoder and the image encoder."""
+
+    train: SplitFeatures
+    val: SplitFeatures
+    test: SplitFeatures
+    text_name: str
+    image_name: str
+
+
+def features(ds: Any, text: str = "glove+w2v-tfidf", *, image_input: str = "features",
+             progress: bool = True, device: Any = None) -> Features:
+    """The features the pipelines are fitted on, per split (text encoders fitted on train only; cached)."""
+    ctx = _Context(ds, device, progress)
+    ctx.rows["test"] = split_rows(ds, "test")
+    spec = Spec("features", "", "", text, image_input=image_input)
+    return Features(*(SplitFeatures(*ctx.split(spec, s)) for s in ("train", "val", "test")), text, IMAGE_ENCODER)
+
+
+# ----------------------------------------------------------------------------- fitting
+class _Context:
+    """What the fitters share for one dataset: fitted text encoders and every feature, computed once."""
+
+    def __init__(self, ds: Any, device: Any, progress: bool) -> None:
+        self.ds, self.device, self.progress = ds, device, progress
+        self.rows = {s: split_rows(ds, s) for s in ("train", "val")}
+        self._text: dict[str, Any] = {}
+        self._feats: dict[str, np.ndarray] = {}
+        self.fitted: dict[str, Retriever] = {}
+
+    def text_encoder(self, name: str) -> Any:
+        from .text_encoders import get_text_encoder
+
+        if name not in self._text:
+            kw = {"device": self.device} if name == "minilm" else {}
+            train_caps = [self.ds.captions[j] for j in self.rows["train"][0]]
+            self._text[name] = get_text_encoder(name, **kw).fit(train_caps)
+        return self._text[name]
+
+    def image_encoder(self) -> Any:
+        from .pipeline import _image_encoder
+
+        return _image_encoder(IMAGE_ENCODER, self.image_size(), None if self.device is None else str(self.device))
+
+    @staticmethod
+    def image_size() -> int:
+        from .image import get_encoder_spec
+
+        return get_encoder_spec(IMAGE_ENCODER).transform().image_size
+
+    def features(self, what: str) -> np.ndarray:
+        """``text:<encoder>`` (all captions) or ``image:features`` / ``image:logits`` (all images)."""
+        if what not in self._feats:
+            if what.startswith("text:"):
+                enc = self.text_encoder(what[5:])
+                self._feats[what] = enc.transform(self.ds.captions, cache=True, progress=self.progress)
+            else:
+                f, lg = self.image_encoder().extract(self.ds, return_logits=True, progress=self.progress)
+                self._feats["image:features"], self._feats["image:logits"] = f, lg
+        return self._feats[what]
+
+    def split(self, spec: Spec, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(text (C_s, n), image (N_s, m), caption_to_image)`` of one split for ``spec``'s inputs."""
+        caps, imgs, c2i = self.rows[split]
+        return self.features(f"text:{spec.text}")[caps], self.features(f"image:{spec.image_input}")[imgs], c2i
+
+
+def _fit_random(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
+    from .baselines import RandomModel
+
+    return RandomModel(**spec.settings).fit(*ctx.split(spec, "train")), {}
+
+
+def _fit_cca(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
+    from .baselines import CCAModel
+
+    return CCAModel(**spec.settings).fit(*ctx.split(spec, "train")), {}
+
+
+def _fit_rcca(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
+    from .baselines import RegularizedCCA
+    from .evaluation import evaluate
+
+    regs = spec.settings["regs"]
+    base = RegularizedCCA(d=spec.settings["d"], reg=regs[0]).fit(*ctx.split(spec, "train"))
+    Xv, Yv, cv = ctx.split(spec, "val")
+    fits = {r: base.with_reg(r) for r in regs}
+    val = {r: evaluate(m, cv, text=Xv, image=Yv)["rsum"] for r, m in fits.items()}
+    best = max(regs, key=lambda r: (val[r], -r))  # the smallest ridge wins ties
+    return fits[best], {"reg": best, "val_rsum": val}
+
+
+def _fit_joint(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
+    from .joint import JointTrainer
+
+    trainer = JointTrainer(device=ctx.device, progress=ctx.progress, **spec.settings)
+    trainer.fit(*ctx.split(spec, "train"), val=ctx.split(spec, "val"))
+    h = trainer.history_
+    return trainer.model_, {"best_epoch": h["best_epoch"], "epochs_run": len(h["loss"]),
+                            "val_rsum": h["val_rsum"], "loss": h["loss"]}
+
+
+def _fit_conse(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
+    from .zeroshot import ConSE, choose_conse
+
+    base = ConSE.from_encoder(ctx.text_encoder(spec.text), T=1)
+    Xt, Lt, _ = ctx.split(spec, "train")
+    model, val = choose_conse(base, ctx.split(spec, "val"), train=(Xt, Lt))
+    return model, {"T": model.T, "temperature": model.temperature, "centred": True,
+                   "val_rsum": {f"T={T} temperature={t:g}": v for (T, t), v in val.items()}}
+
+
+#: How each kind of head is fitted: ``(context, spec) -> (head, what val chose)``.
+FITTERS: dict[str, Callable[[_Context, Spec], tuple[Any, dict]]] = {
+    "random": _fit_random, "cca": _fit_cca, "rcca": _fit_rcca, "joint": _fit_joint, "conse": _fit_conse,
+}
+
+
+def _fusion_queries(ds: Any) -> Any:
+    """What a fusion's w is chosen on: the val people-style queries for the clip art, else None (captions)."""
+    if getattr(ds, "name", None) != "clipart":
+        return None
+    from .data.people import load_people_queries
+
+    return load_people_queries(ds, split="val")
+
+
+def _fit_fusion(ctx: _Context, spec: Spec) -> FusionPipeline:
+    from .zeroshot import choose_w
+
+    a, b = (_fit(ctx, n) for n in spec.parts)
+    caps, imgs, c2i = ctx.rows["val"]
+    queries = _fusion_queries(ctx.ds)
+    if queries is None:  # the val captions: both directions, one-standard-error rule
+        Sa = a.score(a.encode_text(ctx.ds, rows=caps), a.encode_image(ctx.ds, rows=imgs))
+        Sb = b.score(b.encode_text(ctx.ds, rows=caps), b.encode_image(ctx.ds, rows=imgs))
+        target, how, on = c2i, {"directions": "both", "rule": "1se"}, "val captions"
+    else:  # a val query set: text -> image, the best w
+        texts = list(queries.texts)
+        Sa = a.score(a.encode_text(texts), a.encode_image(ctx.ds, rows=imgs))
+        Sb = b.score(b.encode_text(texts), b.encode_image(ctx.ds, rows=imgs))
+        target = np.asarray(queries.targets, dtype=np.int64)
+        how, on = {"directions": "t2i", "rule": "best"}, f"{queries.name} ({len(target)} queries)"
+    w, details = choose_w(Sa, Sb, target, **how)
+    return FusionPipeline(spec.name, a, b, w, choice={"w": w, "chosen_on": on, **details})
+
+
+def _fit(ctx: _Context, name: str) -> Retriever:
+    if name not in ctx.fitted:
+        spec = get_spec(name)
+        t0 = time.perf_counter()
+        if spec.parts:
+            p: Retriever = _fit_fusion(ctx, spec)
+        else:
+            head, choice = FITTERS[spec.head](ctx, spec)
+            p = Pipeline(name, spec.kind, ctx.text_encoder(spec.text), (IMAGE_ENCODER, ctx.image_size()), head,
+                         image_input=spec.image_input, choice=choice, gallery=ctx.ds, device=ctx.device)
+        p.fit_seconds_ = round(time.perf_counter() - t0, 2)
+        ctx.fitted[name] = p
+    return ctx.fitted[name]
+
+
+def _cache_parts(name: str, ds: Any, device: Any) -> dict[str, Any]:
+    import torch
+
+    from .device import get_device
+
+    spec = get_spec(name)
+    parts = [get_spec(p) for p in spec.parts] or [spec]
+    out = {"kind": "pipeline", "version": PIPELINE_VERSION, "name": name,
+           "specs": [asdict(s) for s in parts], "dataset": ds.fingerprint(),
+           "image": [IMAGE_ENCODER, _Context.image_size()],
+           "weights": _Context(ds, device, False).image_encoder().weights_hash(), "torch": torch.__version__.split("+")[0],
+           "device": get_device(device).type}
+    if spec.parts:
+        q = _fusion_queries(ds)
+        out["fusion_val"] = "captions" if q is None else sorted(zip(q.texts, map(int, q.targets), strict=True))
+    if any(s.text == "minilm" for s in parts):
+        from .text_encoders import _minilm_hash
+
+        out["minilm"] = _minilm_hash()
+    return out
+
+
+def create_pipeline(name: str, ds: Any = None, *, device: Any = None, cache: bool = True,
+                    progress: bool = True) -> Retriever:
+    """The pipeline called ``name``, fitted on ``ds``'s train split with every choice on val.
+
+    ``ds`` defaults to the embedded clip art. With ``cache`` (default) a pipeline fitted
+    before on the same data with the same settings is loaded instead of refitted;
+    ``cache=False`` always fits. ``pipeline.cache_info_`` says which happened.
+    """
+    from .cache import FeatureCache
+    from .pipeline import from_arrays
+
+    get_spec(name)
+    if ds is None:
+        from .data import load_clipart
+
+        ds = load_clipart()
+    state: dict[str, Retriever] = {}
+
+    def fit() -> dict[str, np.ndarray]:
+        state["p"] = _fit(_Context(ds, device, progress), name)
+        return state["p"].to_arrays()
+
+    arrays, info = FeatureCache(namespace="pipelines").get_or_compute(
+        _cache_parts(name, ds, device), fit, label=name.replace("(", "-").replace(")", "").replace(",", "-")
+        .replace(" ", "-").replace("+", "-"), enabled=cache)
+    p = state.get("p") or from_arrays(arrays, gallery=ds, device=device, where=f"the cached pipeline {name!r}")
+    _set_gallery(p, ds)
+    p.cache_info_ = info
+    return p
+
+
+def _set_gallery(p: Retriever, ds: Any) -> None:
+    if isinstance(p, FusionPipeline):
+        _set_gallery(p.a, ds)
+        _set_gallery(p.b, ds)
+    else:
+        p.gallery = ds

@@ -1,0 +1,88 @@
+"""crosslab.evaluation: ranks, R@K, MedR and rSum (the Flickr30k / COCO protocol)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crosslab import evaluation as R
+from crosslab.errors import ShapeError
+
+
+def test_evaluate_hand_computed():
+    # 3 images; captions 0,1 -> image 0, caption 2 -> image 1, caption 3 -> image 2
+    c2i = np.array([0, 0, 1, 2])
+    S = np.array([
+        [0.9, 0.1, 0.0],  # caption 0: image 0 first            -> t2i rank 1
+        [0.2, 0.5, 0.4],  # caption 1: image 0 third            -> rank 3
+        [0.3, 0.3, 0.1],  # caption 2: tie with image 0 (lower) -> rank 2
+        [0.0, 0.8, 0.7],  # caption 3: image 2 second           -> rank 2
+    ])
+    t2i, i2t = R.ranks(S, c2i)
+    assert t2i.tolist() == [1, 3, 2, 2]
+    # image 0 column (0.9, 0.2, 0.3, 0.0): caption 0 is first -> 1
+    # image 1 column (0.1, 0.5, 0.3, 0.8): caption 2 (0.3) behind 0.8, 0.5 -> 3
+    # image 2 column (0.0, 0.4, 0.1, 0.7): caption 3 first -> 1
+    assert i2t.tolist() == [1, 3, 1]
+    m = R.evaluate(S, c2i, ks=(1, 2))
+    assert m["t2i_r1"] == pytest.approx(25.0) and m["t2i_r2"] == pytest.approx(75.0)
+    assert m["i2t_r1"] == pytest.approx(200 / 3) and m["i2t_r2"] == pytest.approx(200 / 3)
+    assert m["t2i_medr"] == 2.0 and m["t2i_meanr"] == 2.0 and m["i2t_medr"] == 1.0
+    assert m["rsum"] == pytest.approx(25 + 75 + 200 / 3 + 200 / 3)
+
+
+def naive_ranks(S, c2i):
+    C, N = S.shape
+    t2i = []
+    for c in range(C):
+        order = sorted(range(N), key=lambda j: (-S[c, j], j))
+        t2i.append(order.index(c2i[c]) + 1)
+    i2t = []
+    for i in range(N):
+        caps = [c for c in range(C) if c2i[c] == i]
+        if not caps:
+            continue
+        order = sorted(range(C), key=lambda c: (-S[c, i], c))
+        i2t.append(min(order.index(c) + 1 for c in caps))
+    return np.array(t2i), np.array(i2t)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ranks_match_naive_loop(seed):
+    rng = np.random.default_rng(seed)
+    N, C = 25, 70
+    c2i = rng.integers(0, N, size=C)  # some images have no caption: left out of i2t
+    S = rng.integers(0, 6, size=(C, N)).astype(np.float64) if seed == 2 else rng.normal(size=(C, N))
+    t2i, i2t = R.ranks(S, c2i)
+    nt, ni = naive_ranks(S, c2i)
+    np.testing.assert_array_equal(t2i, nt)
+    np.testing.assert_array_equal(i2t, ni)
+    m = R.evaluate(S, c2i)
+    assert m["t2i_r5"] == pytest.approx(100 * np.mean(nt <= 5))
+    assert m["i2t_medr"] == pytest.approx(np.median(ni))
+
+
+def test_evaluate_with_model_and_dataset_like():
+    class Identity:
+        metric = "dot"
+
+        def embed_text(self, X):
+            return X
+
+        def embed_image(self, Y):
+            return Y
+
+    class DS:
+        caption_to_image = np.array([0, 1, 2])
+
+    X = np.eye(3)
+    m = R.evaluate(Identity(), DS(), text=X, image=X)
+    assert m["t2i_r1"] == 100 and m["i2t_r1"] == 100 and m["rsum"] == 600
+    with pytest.raises(ShapeError, match="text="):
+        R.evaluate(Identity(), DS())
+    with pytest.raises(ShapeError, match="rows"):
+        R.evaluate(np.zeros((2, 3)), np.array([0, 1, 2]))
+    row = R.metrics_row("id", "trained", m)
+    assert list(row) == list(R.ROW_KEYS)
+    df = R.results_table([row])
+    assert df.loc["id", "rsum"] == 600
