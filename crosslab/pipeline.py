@@ -330,6 +330,10 @@ class FusionPipeline(Retriever):
     def gallery(self) -> Any:  # type: ignore[override]
         return self.a.gallery
 
+    @gallery.setter
+    def gallery(self, ds: Any) -> None:
+        self.a.gallery = self.b.gallery = ds
+
     def with_w(self, w: float) -> FusionPipeline:
         return FusionPipeline(self.name, self.a, self.b, w, choice=self.choice)
 

@@ -20,7 +20,6 @@ second ``create_pipeline`` of the same thing loads in a second and gives the sam
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -48,6 +47,8 @@ LOSS_SETTINGS: dict[str, dict[str, Any]] = {
     "max_violation": dict(loss="max_violation", margin=0.2, head="linear", dropout=0.0, init="cca", lr=3e-4),
     "bce": dict(loss="bce", temperature=0.1, n_negatives=15),
 }
+#: Lesson 03's linear towers: the simplest trained model, small enough to train in seconds.
+LINEAR = dict(head="linear", lr=1e-3, weight_decay=1e-4, batch_size=128, epochs=40, patience=8, seed=0, d=D)
 RCCA = dict(d=128, regs=(0.01, 0.03, 0.1, 0.3, 1.0))
 
 
@@ -71,13 +72,18 @@ class Spec:
         return f"text {self.text}, image {IMAGE_ENCODER} {self.image_input}"
 
 
-def _trained(name: str, loss: str, text: str, about: str) -> Spec:
-    return Spec(name, "trained", about, text, "joint", TRAIN | LOSS_SETTINGS[loss])
+def _trained(name: str, loss: str, text: str, about: str, base: Mapping[str, Any] = TRAIN) -> Spec:
+    return Spec(name, "trained", about, text, "joint", {**base, **LOSS_SETTINGS[loss]})
 
 
 W2V = "glove+w2v-tfidf"
 PIPELINES: dict[str, Spec] = {s.name: s for s in (
     Spec("random", "random", "chance level: random vectors", "glove-mean", "random", {"d": D}),
+    # Lesson 03: linear towers on word vectors.
+    Spec("linear infonce", "trained", "linear towers trained with InfoNCE (lesson 03)", W2V, "joint",
+         LINEAR | {"loss": "infonce", "temperature": 0.07}),
+    Spec("linear max_violation", "trained", "linear towers, max-violation hinge from a random start (lesson 03)",
+         W2V, "joint", LINEAR | {"loss": "max_violation", "margin": 0.2}),
     # Lesson 05: word vectors (GloVe + Word2Vec on the train captions, TF-IDF pooled).
     Spec("cca (sklearn)", "cca", "scikit-learn's CCA on PCA-reduced features", W2V, "cca",
          dict(d=16, pca=64, max_iter=100, tol=1e-4)),
@@ -292,14 +298,12 @@ def _fit_fusion(ctx: _Context, spec: Spec) -> FusionPipeline:
 def _fit(ctx: _Context, name: str) -> Retriever:
     if name not in ctx.fitted:
         spec = get_spec(name)
-        t0 = time.perf_counter()
         if spec.parts:
             p: Retriever = _fit_fusion(ctx, spec)
         else:
             head, choice = FITTERS[spec.head](ctx, spec)
             p = Pipeline(name, spec.kind, ctx.text_encoder(spec.text), (IMAGE_ENCODER, ctx.image_size()), head,
                          image_input=spec.image_input, choice=choice, gallery=ctx.ds, device=ctx.device)
-        p.fit_seconds_ = round(time.perf_counter() - t0, 2)
         ctx.fitted[name] = p
     return ctx.fitted[name]
 
@@ -342,24 +346,16 @@ def create_pipeline(name: str, ds: Any = None, *, device: Any = None, cache: boo
         from .data import load_clipart
 
         ds = load_clipart()
-    state: dict[str, Retriever] = {}
 
     def fit() -> dict[str, np.ndarray]:
-        state["p"] = _fit(_Context(ds, device, progress), name)
-        return state["p"].to_arrays()
+        return _fit(_Context(ds, device, progress), name).to_arrays()
 
     arrays, info = FeatureCache(namespace="pipelines").get_or_compute(
         _cache_parts(name, ds, device), fit, label=name.replace("(", "-").replace(")", "").replace(",", "-")
         .replace(" ", "-").replace("+", "-"), enabled=cache)
-    p = state.get("p") or from_arrays(arrays, gallery=ds, device=device, where=f"the cached pipeline {name!r}")
-    _set_gallery(p, ds)
+    # Always the saved form, fitted just now or long ago: the two are the same object by construction.
+    p = from_arrays(arrays, gallery=ds, device=device, where=f"the pipeline {name!r}")
+    p.gallery = ds
     p.cache_info_ = info
     return p
 
-
-def _set_gallery(p: Retriever, ds: Any) -> None:
-    if isinstance(p, FusionPipeline):
-        _set_gallery(p.a, ds)
-        _set_gallery(p.b, ds)
-    else:
-        p.gallery = ds

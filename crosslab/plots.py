@@ -212,7 +212,7 @@ def show_ranked(
 def plot_history(histories: dict[str, dict], keys: Sequence[str] = ("val_t2i_r10", "val_i2t_r10")) -> Figure:
     """Training curves: loss per epoch (left) and validation R@10 per epoch (right), one line per run.
 
-    ``histories``: name -> the history dict returned by :func:`crosslab.joint.fit`.
+    ``histories``: name -> the ``history_`` dict of a fitted :class:`crosslab.joint.JointTrainer`.
     Each run's loss is divided by its first epoch's so different losses share one axis.
     """
     fig = Figure(figsize=(11, 3.8), layout="constrained")
@@ -271,7 +271,7 @@ def plot_query_sets(
 ) -> Figure:
     """Grouped horizontal bars of one metric per model, one bar per query set (lesson 07).
 
-    ``rows``: :func:`crosslab.beyond.run_beyond`-style dicts with ``name``, ``queries``
+    ``rows``: :func:`crosslab.evaluation.run` rows with ``name``, ``queries``
     (e.g. ``"captions"``, ``"people"``) and ``key``. Models keep the order in which they
     first appear; ``query_sets`` picks and orders the bars (default: every set, in order of
     appearance). A missing row or a ``None`` value leaves a gap.

@@ -325,7 +325,7 @@ def default_choices(gallery: CaptionedImages, n_gallery: int = 4) -> list[tuple[
     except CrosslabError:  # photos unavailable: the gallery still gives pictures to pick
         pass
     test = np.flatnonzero(gallery.split == "test") if gallery.split is not None else []
-    pick = test[:: max(1, len(test) // n_gallery)][:n_gallery] if len(test) else range(n_gallery)
+    pick = test[:: max(1, len(test) // n_gallery)][:n_gallery] if len(test) else range(min(n_gallery, len(gallery)))
     for i in pick:
         label = gallery.image_captions(int(i))[0][:28] if gallery.n_captions else str(gallery.ids[int(i)])
         out.append((label, gallery.load_image(int(i))))

@@ -1,65 +1,110 @@
-"""crosslab.recipes and ``python -m crosslab evaluate`` on small synthetic data."""
+"""``python -m crosslab evaluate | pipelines | search`` on small synthetic data (no clip-art fitting)."""
 
 from __future__ import annotations
 
 import json
+from math import comb
 
 import numpy as np
 import pytest
 
-from crosslab import recipes
 from crosslab.__main__ import main
+from crosslab.data import make_scenes
 from crosslab.evaluation import ROW_KEYS
+from crosslab.pipelines import DEFAULT_PIPELINE, list_pipelines
 
 
-def _features(seed=0):
-    rng = np.random.default_rng(seed)
-    n_img, caps = 150, 2
-    z = rng.normal(size=(n_img, 6))
-    Y = (z @ rng.normal(size=(6, 20)) + 0.5 * rng.normal(size=(n_img, 20))).astype(np.float32)
-    c2i = np.repeat(np.arange(n_img), caps)
-    X = (z[c2i] @ rng.normal(size=(6, 10)) + 0.5 * rng.normal(size=(len(c2i), 10))).astype(np.float32)
-
-    def part(lo, hi):
-        keep = (c2i >= lo) & (c2i < hi)
-        return recipes.SplitFeatures(X[keep], Y[lo:hi], c2i[keep] - lo)
-
-    return recipes.Features(part(0, 90), part(90, 110), part(110, 150), "synthetic", "synthetic")
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Every test caches under its own temporary folder, never the user's cache."""
+    monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path / "crosslab-cache"))
 
 
-def test_run_evaluation_rows(monkeypatch):
-    monkeypatch.setitem(recipes.TRAIN_DEFAULTS, "epochs", 20)
-    monkeypatch.setitem(recipes.TRAIN_DEFAULTS, "batch_size", 32)
-    rows = recipes.run_evaluation(feats=_features(), d=8, progress=False)
-    names = [r["name"] for r in rows]
-    assert [r["kind"] for r in rows] == ["random", "cca", "cca"] + ["trained"] * 4
-    assert len(set(names)) == len(names)
-    for r in rows:
-        assert set(ROW_KEYS) <= set(r)
-        assert 0 <= r["t2i_r1"] <= r["t2i_r5"] <= r["t2i_r10"] <= 100
-    for r in rows[1:]:  # every fitted model is far above chance on this easy data
-        # chance: 10 of 40 images = 25 %
-        assert r["t2i_r10"] + r["i2t_r10"] > 2 * 35, r["name"]
+def _chance_rsum(ds, split="test", ks=(1, 5, 10)):
+    """Expected rSum of random scores on ``split``: t2i K/N; i2t, for an image with m of the C
+    captions, P(its best caption is in the top K) = 1 - comb(C - m, K) / comb(C, K)."""
+    imgs = np.flatnonzero(ds.split == split)
+    m = np.array([np.sum(ds.caption_to_image == i) for i in imgs])
+    C, N = int(m.sum()), len(imgs)
+    t2i = sum(100 * min(k, N) / N for k in ks)
+    i2t = sum(100 * np.mean([1 - comb(C - mi, k) / comb(C, k) for mi in m]) for k in ks)
+    return t2i + i2t
 
 
-def test_cli_json_on_scenes(tmp_path, monkeypatch, capsys):
+def test_cli_json_on_scenes(capsys):
     pytest.importorskip("efficientnet_lite_pytorch")
-    monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(recipes.TRAIN_DEFAULTS, "epochs", 2)
-    rc = main(["evaluate", "--json", "--data", "scenes:40", "--text", "w2v-mean", "--loss", "infonce",
-               "--d", "8", "--device", "cpu"])
+    rc = main(["evaluate", "--data", "scenes:60", "--pipeline", "random", "--pipeline", "cca+glove",
+               "--json", "--device", "cpu"])
+    out = capsys.readouterr().out
     assert rc == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [r["kind"] for r in rows] == ["random", "cca", "cca", "trained"]
-    assert all(list(r) == list(ROW_KEYS) for r in rows)
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == ["random", "cca+glove"]
+    assert [r["kind"] for r in rows] == ["random", "cca"]
+    assert all(list(r) == [*ROW_KEYS, "queries"] for r in rows)
+    assert all(r["queries"] == "captions" for r in rows)
+    for r in rows:
+        for d in ("t2i", "i2t"):
+            assert 0 <= r[f"{d}_r1"] <= r[f"{d}_r5"] <= r[f"{d}_r10"] <= 100
+            assert r[f"{d}_medr"] >= 1
+        want = sum(r[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in (1, 5, 10))
+        assert r["rsum"] == pytest.approx(want, abs=0.05)
+    chance = _chance_rsum(make_scenes(60, seed=0))  # ~240 of 600 on 12 test images
+    random, cca = rows
+    assert abs(random["rsum"] - chance) < 80, (random["rsum"], chance)
+    assert cca["rsum"] > chance + 150, (cca["rsum"], chance)
+    assert cca["t2i_r1"] > 3 * 100 / 12  # far above chance R@1 (1 in 12)
+    # The second run is served from the cache: the same numbers.
+    assert main(["evaluate", "--data", "scenes:60", "--pipeline", "random", "--pipeline", "cca+glove",
+                 "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out) == rows
 
 
 def test_cli_errors(capsys):
     assert main(["evaluate", "--data", "/no/such/place"]) == 1
     assert "no such file" in capsys.readouterr().err
-    assert main(["evaluate", "--data", "scenes:3"]) == 1
+    # Too few scenes for a train / val / test split: refused (when loading or fitting), no traceback.
+    assert main(["evaluate", "--data", "scenes:3", "--pipeline", "random", "--json"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("crosslab evaluate: error:") and "scenes" in err and "Traceback" not in err
+
+
+def test_cli_unknown_pipeline_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--data", "scenes:60", "--pipeline", "nope", "--json"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--pipeline" in err and "invalid choice: 'nope'" in err and "cca+glove" in err
 
 
 def test_cli_people_queries_need_the_clip_art(capsys):
     assert main(["evaluate", "--queries", "people", "--data", "scenes:40"]) == 1
-    assert "--data clipart" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("crosslab evaluate: error:") and "--data clipart" in err
+    assert "Traceback" not in err
+
+
+def test_pipelines_command_lists_every_name(capsys):
+    assert main(["pipelines", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list_pipelines()
+    assert [r["name"] for r in rows if r["default"]] == [DEFAULT_PIPELINE]
+    assert all(r["kind"] and r["about"] and r["needs"] for r in rows)
+    assert main(["pipelines"]) == 0
+    text = capsys.readouterr().out
+    for name in list_pipelines():
+        assert name in text
+    assert f"{DEFAULT_PIPELINE}" in text and "(default)" in text
+
+
+@pytest.mark.parametrize("k", ["0", "-3"])
+def test_search_command_rejects_k_below_one(k, capsys):
+    # Checked before any data or model is loaded: an instant, clear error.
+    assert main(["search", "a red apple", "--k", k]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("crosslab search: error:") and f"--k must be >= 1, got {k}" in err
+
+
+def test_search_command_unknown_pipeline(capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "a red apple", "--pipeline", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err

@@ -346,7 +346,7 @@ def test_features_command_computes_then_hits(capsys):
     from crosslab.__main__ import main
 
     argv = ["features", "--data", "scenes", "--scenes", "8", "--image-size", "64",
-            "--text", "word2vec", "--pooling", "sif"]
+            "--text", "w2v-sif"]
     assert main(argv) == 0
     first = capsys.readouterr().out
     assert "(8, 1280)" in first and "(8, 1000)" in first and "cache miss" in first

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from crosslab import joint
+from crosslab import joint, losses
 from crosslab.errors import ModelError, ShapeError
 
 
@@ -27,7 +27,7 @@ def test_infonce_matches_loop():
         row = [math.exp(S[i, j] / tau) for j in range(B)]
         col = [math.exp(S[j, i] / tau) for j in range(B)]
         total += -math.log(row[i] / sum(row)) - math.log(col[i] / sum(col))
-    assert float(joint.infonce_loss(S, tau)) == pytest.approx(total / (2 * B))
+    assert float(losses.infonce_loss(S, tau)) == pytest.approx(total / (2 * B))
 
 
 def test_hinge_and_max_violation_match_loops():
@@ -39,13 +39,13 @@ def test_hinge_and_max_violation_match_loops():
         v = [max(0.0, m - S[i, i] + S[j, i]) for j in range(B) if j != i]
         hinge += sum(t) + sum(v)
         maxv += max(t) + max(v)
-    assert float(joint.hinge_loss(S, m)) == pytest.approx(float(hinge) / B)
-    assert float(joint.max_violation_loss(S, m)) == pytest.approx(float(maxv) / B)
+    assert float(losses.hinge_loss(S, m)) == pytest.approx(float(hinge) / B)
+    assert float(losses.max_violation_loss(S, m)) == pytest.approx(float(maxv) / B)
 
 
 def test_bce_matches_loop_and_negatives_are_wrong_pairs():
     S, scale, bias = _S(5, 2), 4.0, -1.5
-    neg = joint.sample_negatives(5, 3, torch.Generator().manual_seed(0))
+    neg = losses.sample_negatives(5, 3, torch.Generator().manual_seed(0))
     assert neg.shape == (5, 3) and not (neg == torch.arange(5)[:, None]).any()
     sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
     total = 0.0
@@ -53,29 +53,29 @@ def test_bce_matches_loop_and_negatives_are_wrong_pairs():
         total += -math.log(sig(scale * S[i, i] + bias))
         for k in range(3):
             total += -math.log(1 - sig(scale * S[i, neg[i, k]] + bias))
-    assert float(joint.bce_loss(S, neg, scale, bias)) == pytest.approx(total / (5 * 4))
+    assert float(losses.bce_loss(S, neg, scale, bias)) == pytest.approx(total / (5 * 4))
 
 
 def test_loss_table_names_and_steps():
-    assert list(joint.LOSSES) == ["infonce", "hinge", "max_violation", "bce"]
-    assert "hinge" in joint.LOSSES and "triplet" not in joint.LOSSES
-    assert ", ".join(joint.LOSSES) == "infonce, hinge, max_violation, bce"
+    assert list(losses.LOSSES) == ["infonce", "hinge", "max_violation", "bce"]
+    assert "hinge" in losses.LOSSES and "triplet" not in losses.LOSSES
+    assert ", ".join(losses.LOSSES) == "infonce, hinge, max_violation, bce"
     S, s, gen = _S(6, 3).float(), joint.TrainSettings(margin=0.3), torch.Generator().manual_seed(0)
     model = joint.JointModel(joint.JointConfig(text_dim=4, image_dim=3, d=2))  # temperature 0.07
-    neg = joint.sample_negatives(6, 5, torch.Generator().manual_seed(0))  # min(n_negatives, B - 1)
+    neg = losses.sample_negatives(6, 5, torch.Generator().manual_seed(0))  # min(n_negatives, B - 1)
     with torch.no_grad():
-        got = {name: float(step(S, model, s, gen)) for name, step in joint.LOSSES.items()}
-        want = {"infonce": joint.infonce_loss(S, 0.07), "hinge": joint.hinge_loss(S, 0.3),
-                "max_violation": joint.max_violation_loss(S, 0.3), "bce": joint.bce_loss(S, neg, 1 / 0.07, 0.0)}
+        got = {name: float(step(S, model, s, gen)) for name, step in losses.LOSSES.items()}
+        want = {"infonce": losses.infonce_loss(S, 0.07), "hinge": losses.hinge_loss(S, 0.3),
+                "max_violation": losses.max_violation_loss(S, 0.3), "bce": losses.bce_loss(S, neg, 1 / 0.07, 0.0)}
     assert got == pytest.approx({k: float(v) for k, v in want.items()})
 
 
 def test_losses_prefer_correct_matching():
     good = torch.eye(4, dtype=torch.float64)
     bad = 1 - good
-    for fn in (lambda S: joint.infonce_loss(S, 0.1), joint.hinge_loss, joint.max_violation_loss):
+    for fn in (lambda S: losses.infonce_loss(S, 0.1), losses.hinge_loss, losses.max_violation_loss):
         assert float(fn(good)) < float(fn(bad))
-    assert float(joint.hinge_loss(good, 0.2)) == 0.0
+    assert float(losses.hinge_loss(good, 0.2)) == 0.0
 
 
 # ---- batching ---------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def _fit(X, Y, c2i, val=None, **kw):
     return trainer.model_, trainer.history_
 
 
-@pytest.mark.parametrize("loss", joint.LOSSES)
+@pytest.mark.parametrize("loss", losses.LOSSES)
 def test_every_loss_trains_one_epoch(data, loss):
     X, Y, c2i, _ = data
     trainer = joint.JointTrainer(loss=loss, d=4, epochs=1, batch_size=16, progress=False)
@@ -124,7 +124,7 @@ def test_every_loss_trains_one_epoch(data, loss):
     assert model.logit_bias.requires_grad == (loss == "bce")
 
 
-@pytest.mark.parametrize("loss", joint.LOSSES)
+@pytest.mark.parametrize("loss", losses.LOSSES)
 def test_fit_learns_and_keeps_best_epoch(data, loss):
     X, Y, c2i, val = data
     model, h = _fit(X, Y, c2i, val=val, d=16, loss=loss, epochs=6, batch_size=32, patience=3)
@@ -149,7 +149,7 @@ def test_fit_deterministic_and_mlp(data):
     assert not torch.equal(m1.text.proj[1].weight, m3.text.proj[1].weight)
 
 
-@pytest.mark.parametrize("loss", joint.LOSSES)
+@pytest.mark.parametrize("loss", losses.LOSSES)
 def test_trainer_twice_gives_the_same_weights(data, loss):
     X, Y, c2i, val = data
     kw = dict(loss=loss, d=8, epochs=2, batch_size=32, progress=False, seed=1)

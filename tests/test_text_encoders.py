@@ -8,10 +8,16 @@ import warnings
 import numpy as np
 import pytest
 
-from crosslab import recipes
+from crosslab import text as T
 from crosslab import text_encoders as TE
 from crosslab.data import make_scenes
 from crosslab.errors import ModelError, QueryError
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Every test caches under its own temporary folder, never the user's cache."""
+    monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path / "crosslab-cache"))
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +36,8 @@ def scenes():
 
 def test_registry_names_and_errors():
     names = TE.list_text_encoders()
-    assert set(recipes.TEXT_FEATURES) | {"minilm"} == set(names)
+    assert set(TE.TEXT_FEATURES) | {"minilm"} == set(names)
+    assert names == sorted(names)
     enc = TE.get_text_encoder("w2v-tfidf", seed=3)
     assert isinstance(enc, TE.WordVectorEncoder) and enc.name == "w2v-tfidf" and enc.seed == 3
     assert TE.get_text_encoder("glove+w2v-sif").dim == 150
@@ -40,14 +47,35 @@ def test_registry_names_and_errors():
         TE.get_text_encoder("w2v-mean").transform(["a cat"])
 
 
-@pytest.mark.parametrize("spec", ["w2v-tfidf", "w2v-sif"])
-def test_word_vectors_equal_recipe_features(scenes, spec):
+def _reference_features(ds, spec, seed=0):
+    """``(C, n)`` features of every caption, each part fitted on the train captions only, by hand
+    from crosslab.text (what the removed recipes.text_features did)."""
+    vectors, pooling = spec.rsplit("-", 1)
+    train = [ds.captions[j] for j in np.flatnonzero(ds.split[ds.caption_to_image] == "train")]
+    parts = []
+    for name in vectors.split("+"):
+        kv = T.load_glove() if name == "glove" else T.train_word2vec(train, vector_size=100, seed=seed)
+        parts.append(T.SentenceEncoder(kv, pooling=pooling).fit(train).transform(ds.captions))
+    return np.hstack(parts).astype(np.float32)
+
+
+@pytest.mark.parametrize("spec", ["w2v-tfidf", "w2v-sif", "glove+w2v-tfidf"])
+def test_word_vectors_equal_reference_features(scenes, spec):
     train = [scenes.captions[j] for j in np.flatnonzero(scenes.split[scenes.caption_to_image] == "train")]
     enc = TE.get_text_encoder(spec).fit(train)
     X = enc.transform(scenes)
     assert X.shape == (len(scenes.captions), enc.dim) and X.dtype == np.float32
-    np.testing.assert_array_equal(X, recipes.text_features(scenes, spec))
+    np.testing.assert_array_equal(X, _reference_features(scenes, spec))
     np.testing.assert_allclose(enc.encode_query(scenes.captions[0]), X[0], atol=1e-6)
+    # Saved as plain arrays and rebuilt: the same vectors, bit for bit.
+    again = TE.text_encoder_from_arrays(enc.to_arrays())
+    assert isinstance(again, TE.WordVectorEncoder) and again.name == spec
+    np.testing.assert_array_equal(again.transform(scenes), X)
+
+
+def test_from_arrays_unknown_name_is_a_clear_error():
+    with pytest.raises(ModelError, match="unknown text encoder 'bert'"):
+        TE.text_encoder_from_arrays({"name": np.array("bert")})
 
 
 def test_word_vector_queries(scenes):

@@ -1,183 +1,275 @@
-"""The search engine and the two apps, driven without a browser (set widget values, read results)."""
+"""Search and the two apps over pipelines, driven without a browser (set widgets, read results).
+
+Real pipelines (word2vec text, regularised CCA, ConSE, their fusion) over a stand-in "CNN"
+(8 x 8 thumbnails; per-colour pixel shares as logits); references are naive per-pair loops."""
 
 from __future__ import annotations
 
 import html
 import io
+import re
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import crosslab as cl
-from crosslab.baselines import RandomModel, RegularizedCCA
+from crosslab.baselines import RegularizedCCA
+from crosslab.data.base import to_rgb
 from crosslab.errors import CrosslabError, QueryError
-from crosslab.recipes import split_rows
-from crosslab.widgets import (
-    CrossModalSearch,
-    ImageToTextApp,
-    SearchModel,
-    TextToImageApp,
-    default_choices,
-    png_bytes,
-)
+from crosslab.pipeline import FusionPipeline, Pipeline
+from crosslab.pipelines import split_rows
+from crosslab.text_encoders import WordVectorEncoder
+from crosslab.widgets import ImageToTextApp, TextToImageApp, default_choices, png_bytes
+from crosslab.zeroshot import ConSE
 
-COLOURS = ("red", "green", "blue", "yellow", "purple")
+COLOUR_NAMES = list(cl.data.scenes.COLOURS)
+COLOUR_RGB = np.array(list(cl.data.scenes.COLOURS.values()), dtype=np.float32)
+FUSION = "fusion(cca 24,conse)"
 
 
 def tiny_image_features(ims: list[Image.Image]) -> np.ndarray:
     """An 8 x 8 colour thumbnail, flattened: a real (if crude) image feature for shape scenes."""
     return np.stack([
-        np.asarray(im.convert("RGB").resize((8, 8), Image.BILINEAR), dtype=np.float32).ravel() / 255
-        for im in ims
+        np.asarray(to_rgb(im).resize((8, 8), Image.BILINEAR), dtype=np.float32).ravel() / 255 for im in ims
     ])
+
+
+def tiny_logits(ims: list[Image.Image]) -> np.ndarray:
+    """Per-colour "class logits": 50 x the share of the picture's pixels painted in that colour."""
+    return np.stack([
+        50 * (np.abs(np.asarray(to_rgb(im), np.float32)[..., None, :] - COLOUR_RGB).sum(-1) < 3).mean((0, 1))
+        for im in ims
+    ]).astype(np.float32)
+
+
+class TinyEncoder:
+    """A stand-in for the CNN with ImageEncoder's ``extract``: a dataset or a list of pictures."""
+
+    name, image_size = "tiny-8x8", 8
+
+    def extract(self, data, cache=False, progress=False, return_logits=False):
+        ims = [data.load_image(i) for i in range(len(data))] if hasattr(data, "load_image") else list(data)
+        feats = tiny_image_features(ims)
+        return (feats, tiny_logits(ims)) if return_logits else feats
 
 
 @pytest.fixture(scope="module")
-def search() -> CrossModalSearch:
-    ds = cl.data.make_scenes(300, seed=1)
-    Y = tiny_image_features([ds.load_image(i) for i in range(len(ds))])
-    kv = cl.text.train_word2vec(ds.train.captions, vector_size=32, epochs=10)
-    enc = cl.text.SentenceEncoder(kv, "mean")
-    X = enc.transform(ds.captions)
-    keep, train, c2i = split_rows(ds, "train")
-    cca = RegularizedCCA(d=24, reg=0.1).fit(X[keep], Y[train], c2i)
-    cca_small = RegularizedCCA(d=4, reg=0.1).fit(X[keep], Y[train], c2i)
-    return CrossModalSearch(ds, [
-        SearchModel("cca 24", cca, enc.encode_query, tiny_image_features, Y, X),
-        SearchModel("cca 4", cca_small, enc.encode_query, tiny_image_features, Y, X),
-    ])
+def env(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CROSSLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+        ds = cl.data.make_scenes(300, seed=1)
+        caps, train, c2i = split_rows(ds, "train")
+        enc = WordVectorEncoder("w2v-mean", w2v_size=32).fit([ds.captions[j] for j in caps])
+        X = enc.transform(ds.captions)
+        Y, L = TinyEncoder().extract(ds, return_logits=True)  # what the "CNN" sees of the gallery
+
+        def pipe(name, head, image_input="features"):
+            return Pipeline(name, "test", enc, TinyEncoder(), head, image_input=image_input, gallery=ds)
+
+        cca = pipe("cca 24", RegularizedCCA(d=24, reg=0.1).fit(X[caps], Y[train], c2i))
+        small = pipe("cca 4", RegularizedCCA(d=4, reg=0.1).fit(X[caps], Y[train], c2i))
+        conse = pipe("conse", ConSE.from_encoder(enc, T=2, class_names=COLOUR_NAMES), "logits")
+        fusion = FusionPipeline(FUSION, cca, conse, 0.3)
+        yield SimpleNamespace(ds=ds, enc=enc, X=X, Y=Y, L=L, cca=cca, small=small, conse=conse, fusion=fusion)
 
 
-def naive_ranking(search: CrossModalSearch, query: str, model: str) -> list[int]:
-    """Cosine of the query against every gallery image, one pair at a time."""
-    m = search.models[model]
-    q = m.model.embed_text(m.encode_text(query)[None])[0]
-    imgs = m.model.embed_image(m.image_features)
-    cos = [float(q @ v / (np.linalg.norm(q) * np.linalg.norm(v))) for v in imgs]
-    return sorted(range(len(cos)), key=lambda i: (-cos[i], i))
+# ----------------------------------------------------------------------------- naive references
+def _cos(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def test_text_to_image_matches_naive_ranking(search):
-    hits = search.text_to_image("a small red circle", k=7, model="cca 24")
-    assert [h.image for h in hits] == naive_ranking(search, "a small red circle", "cca 24")[:7]
-    assert all(a.value >= b.value for a, b in zip(hits, hits[1:], strict=False))
-    assert hits[0].text == search.gallery.image_captions(hits[0].image)[0]
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
 
 
-def test_colour_queries_find_that_colour_more_often_than_chance(search):
-    ds = search.gallery
-    precision, base = [], []
-    for c in COLOURS:
-        has = np.array([c in " ".join(ds.image_captions(i)) for i in range(len(ds))])
-        hits = search.text_to_image(f"{c} shape", k=10)
-        precision.append(np.mean([has[h.image] for h in hits]))
-        base.append(has.mean())
-    assert np.mean(precision) > np.mean(base) + 0.2
+def _value(metric: str, q, v, temperature: float = 1.0) -> float:
+    """One pair's value in the metric's own terms (cosine; distance; KL(p_query || q_item))."""
+    q, v = np.asarray(q, np.float64), np.asarray(v, np.float64)
+    if metric == "cosine":
+        return _cos(q, v)
+    if metric == "euclidean":
+        return float(np.sqrt(((q - v) ** 2).sum()))
+    p, r = _softmax(q / temperature), _softmax(v / temperature)
+    return float((p * (np.log(p) - np.log(r))).sum())
+
+
+def naive_conse_vector(conse: ConSE, logits: np.ndarray) -> np.ndarray:
+    """Softmax, the T most probable classes, their unit name vectors weighted by probability."""
+    p = _softmax(logits.astype(np.float64))
+    top = sorted(range(len(p)), key=lambda k: (-p[k], k))[: conse.T]
+    E = conse.class_embeddings
+    return sum(p[k] * E[k] / np.linalg.norm(E[k]) for k in top) / sum(p[k] for k in top)
+
+
+def image_vectors(env, p) -> list[np.ndarray]:
+    if p is env.conse:
+        return [naive_conse_vector(p.head, lg) for lg in env.L]
+    return list(p.head.embed_image(env.Y))
+
+
+def naive_t2i(env, p, query: str, metric: str = "cosine", temperature: float = 1.0) -> np.ndarray:
+    """The query against every gallery image, one pair at a time, "higher = better"."""
+    q = p.head.embed_text(env.enc.encode_query(query)[None])[0]
+    vals = np.array([_value(metric, q, v, temperature) for v in image_vectors(env, p)])
+    return vals if metric == "cosine" else -vals
+
+
+def ranking(s: np.ndarray) -> list[int]:
+    return sorted(range(len(s)), key=lambda i: (-s[i], i))
+
+
+def z(s: np.ndarray) -> np.ndarray:
+    return (s - s.mean()) / s.std()
+
+
+def card_text(app, i: int = 0) -> str:
+    return html.unescape(app.grid.children[i].children[1].value)
+
+
+def msg(app) -> str:
+    return html.unescape(app.message.value)
+
+
+# ----------------------------------------------------------------------------- search
+def test_text_to_image_matches_naive_ranking(env):
+    hits = env.cca.search("a small red circle", k=7)
+    ref = naive_t2i(env, env.cca, "a small red circle")
+    assert [h.image for h in hits] == ranking(ref)[:7] and [h.id for h in hits] == [h.image for h in hits]
+    assert np.allclose([h.score for h in hits], ref[ranking(ref)[:7]], atol=1e-5)
+    assert hits[0].caption == env.ds.image_captions(hits[0].image)[0] and hits[0].path is None
+
+
+def test_colour_queries_find_that_colour_more_often_than_chance(env):
+    ds = env.ds
+    # CCA on 8 x 8 thumbnails is crude (+0.18 here: 4 standard errors); ConSE's colour
+    # "classes" need no training, yet are right nearly every time.
+    for p, margin in ((env.cca, 0.1), (env.conse, 0.4)):
+        precision, base = [], []
+        for c in COLOUR_NAMES:
+            has = np.array([c in " ".join(ds.image_captions(i)) for i in range(len(ds))])
+            precision.append(has[[h.image for h in p.search(f"{c} shape", k=20)]].mean())
+            base.append(has.mean())
+        assert np.mean(precision) > np.mean(base) + margin, p.name
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "kl"])
-def test_other_metrics_rank_by_their_own_values(search, metric):
-    hits = search.text_to_image("blue square", k=5, metric=metric)
-    vals = [h.value for h in hits]
-    assert vals == sorted(vals)  # distances / divergences: smaller first
-    assert all(v >= -1e-6 for v in vals)
+def test_other_metrics_rank_by_their_own_values(env, metric):
+    ref = -naive_t2i(env, env.cca, "blue square", metric, temperature=0.1)  # the metric's own values
+    hits = env.cca.search("blue square", k=5, metric=metric, temperature=0.1)
+    vals = [-h.score for h in hits]  # distances are negated: "higher = better"
+    assert vals == sorted(vals) and all(v >= -1e-6 for v in vals)
+    assert np.allclose([ref[h.image] for h in hits], np.sort(ref)[:5], atol=1e-4)
+    assert np.allclose(vals, np.sort(ref)[:5], atol=1e-4)
+    # The app reports the same values, in the metric's own terms, at its KL temperature.
+    app = TextToImageApp(env.cca, query="blue square", k=5, kl_temperature=0.1)
+    app.metric.value = metric
+    assert app.hits == hits
+    label, number = re.search(r"(distance|KL) (-?[\d.]+)", card_text(app)).groups()
+    assert label == {"euclidean": "distance", "kl": "KL"}[metric] and abs(float(number) - vals[0]) < 1e-3
 
 
-def test_empty_and_unknown_queries_raise_clear_errors(search):
-    with pytest.raises(QueryError, match="type a few words"):
-        search.text_to_image("   ")
-    with pytest.raises(QueryError, match="none of the words 'xyzzy plugh'"):
-        search.text_to_image("xyzzy plugh")
-    with pytest.raises(CrosslabError, match="unknown model"):
-        search.text_to_image("red", model="nope")
+def test_empty_and_unknown_queries_raise_clear_errors(env):
+    for p in (env.cca, env.fusion):
+        with pytest.raises(QueryError, match="type a few words"):
+            p.search("   ")
+        with pytest.raises(QueryError, match="none of the words 'xyzzy plugh'"):
+            p.search("xyzzy plugh")
 
 
-def test_gallery_and_features_must_agree(search):
-    m = search.models["cca 24"]
-    bad = SearchModel("bad", m.model, m.encode_text, m.encode_images, m.image_features[:5],
-                      m.caption_features)
-    with pytest.raises(CrosslabError, match="same dataset"):
-        CrossModalSearch(search.gallery, bad)
+def test_image_to_text_ranks_the_query_images_own_captions_first(env):
+    ds, head = env.ds, env.cca.head
+    T = head.embed_text(env.X)
+    own_first = []
+    for i in np.flatnonzero(ds.split == "train")[:10]:
+        pic = ds.load_image(int(i))
+        hits = env.cca.describe(pic, k=5)
+        v = head.embed_image(tiny_image_features([pic]))[0]
+        cos = np.array([_cos(t, v) for t in T])
+        assert [h.id for h in hits] == ranking(cos)[:5]
+        assert all(h.caption == ds.captions[h.id] and h.image == ds.caption_to_image[h.id] for h in hits)
+        own_first.append(i in [h.image for h in hits])
+    assert np.mean(own_first) >= 0.6  # an own caption in the top 5 (chance: 5 x 5 / 1500)
 
 
-def test_image_to_text_ranks_captions_of_the_query_image_first(search):
-    ds = search.gallery
-    i = int(np.flatnonzero(ds.split == "train")[0])
-    hits = search.image_to_text(ds.load_image(i), k=5)
-    # The naive reference: cosine of the image against every caption.
-    m = search.models["cca 24"]
-    v = m.model.embed_image(tiny_image_features([ds.load_image(i)]))[0]
-    T = m.model.embed_text(m.caption_features)
-    cos = T @ v / (np.linalg.norm(T, axis=1) * np.linalg.norm(v))
-    assert [h.index for h in hits] == sorted(range(len(cos)), key=lambda c: (-cos[c], c))[:5]
-    assert all(h.text == ds.captions[h.index] for h in hits)
-    assert all(h.image == ds.caption_to_image[h.index] for h in hits)
-
-
-def test_text_app_updates_on_every_control(search):
-    app = TextToImageApp(search, k=4)
-    assert app.hits == [] and "type a few words" in html.unescape(app.message.value)
+# ----------------------------------------------------------------------------- the apps
+def test_text_app_updates_on_every_control(env):
+    app = TextToImageApp([env.cca, env.small], k=4)
+    assert app.hits == [] and app.grid.children == () and "type a few words" in msg(app)
+    assert "#555" in app.message.value  # an empty box is a hint, not an error
     app.query.value = "a large green square"
     assert len(app.hits) == 4 and len(app.grid.children) == 4
-    assert [h.image for h in app.hits] == naive_ranking(search, "a large green square", "cca 24")[:4]
+    assert [h.image for h in app.hits] == ranking(naive_t2i(env, env.cca, "a large green square"))[:4]
     card = app.grid.children[0]
-    assert bytes(card.children[0].value)[:4] == b"\x89PNG"
-    assert "cosine" in card.children[1].value
-    assert "a large green square" in html.unescape(app.message.value)
+    assert bytes(card.children[0].value)[:4] == b"\x89PNG" and "cosine" in card_text(app)
+    assert "a large green square" in msg(app) and "cca 24" in msg(app)
 
     app.k.value = 6
     assert len(app.grid.children) == 6
     app.metric.value = "euclidean"
-    assert "distance" in app.grid.children[0].children[1].value
+    assert "distance" in card_text(app)
+    assert app.hits == env.cca.search("a large green square", 6, metric="euclidean")
     app.metric.value = "kl"
-    assert "KL" in app.grid.children[0].children[1].value
+    assert "KL" in card_text(app)
     assert app.model.layout.display != "none"  # two models: the choice is shown
     app.model.value = "cca 4"
-    assert app.hits == search.text_to_image("a large green square", 6, "kl", "cca 4")
+    assert app.hits == env.small.search("a large green square", 6, metric="kl", temperature=0.1)
+    assert "cca 4" in msg(app)
 
     app.query.value = "xyzzy"
     assert app.hits == [] and app.grid.children == ()
-    assert "none of the words" in html.unescape(app.message.value) and "xyzzy" in html.unescape(app.message.value)
+    assert "none of the words" in msg(app) and "xyzzy" in msg(app) and "#b00020" in app.message.value
     app.query.value = ""
-    assert "type a few words" in html.unescape(app.message.value)
+    assert "type a few words" in msg(app)
+    assert TextToImageApp(env.cca).model.layout.display == "none"  # one model: no choice to show
 
 
-def test_image_app_picker_buttons_and_upload(search):
-    ds = search.gallery
+def test_image_app_picker_buttons_and_upload(env):
+    ds, p = env.ds, env.cca
     choices = [(f"scene {i}", ds.load_image(i)) for i in (0, 1, 2)]
-    app = ImageToTextApp(search, choices=choices, k=3)
-    assert app.picker.value == "scene 0" and len(app.hits) == 3
-    assert app.hits == search.image_to_text(ds.load_image(0), 3)
-    assert "<table" in app.table.value and app.hits[0].text.split()[0] in app.table.value
+    app = ImageToTextApp(p, choices=choices, k=3)
+    assert app.picker.value == "scene 0" and app.hits == p.describe(ds.load_image(0), 3)
+    assert "<table" in app.table.value and html.escape(app.hits[0].caption) in app.table.value
+    assert bytes(app.preview.value)[:4] == b"\x89PNG"
 
     app.picker.value = "scene 2"
-    assert app.hits == search.image_to_text(ds.load_image(2), 3)
-    # The thumbnail buttons pick too.
-    app.thumbnails.children[1].children[1].click()
-    assert app.picker.value == "scene 1"
-    assert app.hits == search.image_to_text(ds.load_image(1), 3)
-
+    assert app.hits == p.describe(ds.load_image(2), 3)
+    app.thumbnails.children[1].children[1].click()  # the thumbnail buttons pick too
+    assert app.picker.value == "scene 1" and app.hits == p.describe(ds.load_image(1), 3)
     app.k.value = 5
     assert len(app.hits) == 5
 
     buf = io.BytesIO()
     ds.load_image(2).save(buf, format="PNG")
     app.set_upload(buf.getvalue(), "mine.png")
-    assert "'mine.png'" in html.unescape(app.message.value)
-    assert [h.index for h in app.hits] == [h.index for h in search.image_to_text(ds.load_image(2), 5)]
+    assert "'mine.png'" in msg(app) and app.hits == p.describe(ds.load_image(2), 5)
+    app.thumbnails.children[1].children[1].click()  # a button drops the upload, even for the same pick
+    assert app.uploaded is None and app.hits == p.describe(ds.load_image(1), 5)
+    # The FileUpload widget's own value goes the same way.
+    app.upload.value = ({"name": "up.png", "type": "image/png", "size": len(buf.getvalue()),
+                         "content": memoryview(buf.getvalue()),
+                         "last_modified": datetime.now(UTC)},)
+    assert "'up.png'" in msg(app) and app.hits == p.describe(ds.load_image(2), 5)
 
     app.set_upload(b"not an image", "notes.txt")
-    assert app.hits == [] and "could not read 'notes.txt'" in html.unescape(app.message.value)
+    assert app.hits == [] and app.table.value == ""
+    assert "could not read 'notes.txt'" in msg(app) and "#b00020" in app.message.value
+
+    empty = ImageToTextApp(p, choices=[])
+    assert empty.hits == [] and "pick a picture" in msg(empty)
 
 
-def test_default_choices_include_the_real_photos(search):
-    choices = default_choices(search.gallery, n_gallery=3)
+def test_default_choices_include_the_real_photos(env):
+    choices = default_choices(env.ds, n_gallery=3)
     names = [n for n, _ in choices]
     photos = cl.data.load_photos()
     assert names[: len(photos)] == list(photos.ids)
     assert len(names) == len(photos) + 3 and len(set(names)) == len(names)
-    app = ImageToTextApp(search, k=2)
+    app = ImageToTextApp(env.cca, k=2)
     assert app.picker.value == photos.ids[0] and len(app.hits) == 2
 
 
@@ -187,197 +279,78 @@ def test_png_bytes_shrinks_to_fit():
     assert out.size == (64, 32) and out.mode == "RGB"
 
 
-def test_split_arrays_and_fit_search_models():
-    from crosslab.widgets import fit_search_models, split_arrays
-
-    ds = cl.data.make_scenes(120, seed=3)
-    Y = tiny_image_features([ds.load_image(i) for i in range(len(ds))])
-    X = np.arange(ds.n_captions, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
-    Xt, Yt, c2i = split_arrays(ds, X, Y, "test")
-    test_imgs = np.flatnonzero(ds.split == "test")
-    assert np.array_equal(Yt, Y[test_imgs])
-    # each test caption keeps its text row and points at its own image's new position
-    caps = Xt[:, 0].astype(int)
-    assert np.array_equal(test_imgs[c2i], ds.caption_to_image[caps])
-    assert sorted(caps) == sorted(np.flatnonzero(np.isin(ds.caption_to_image, test_imgs)))
-
-    kv = cl.text.train_word2vec(ds.train.captions, vector_size=16, epochs=5)
-    Xs = cl.text.SentenceEncoder(kv, "mean").transform(ds.captions)
-    models = fit_search_models(ds, Xs, Y, d=16)
-    assert list(models) == ["linear infonce", "regularised cca"]
-    for m in models.values():
-        metrics = cl.evaluation.evaluate(m, c2i, text=split_arrays(ds, Xs, Y, "test")[0], image=Yt)
-        assert metrics["t2i_r10"] > 100 * 10 / len(Yt)  # better than chance
+def test_apps_need_pipelines_with_distinct_names(env):
+    with pytest.raises(CrosslabError, match="unique"):
+        TextToImageApp([env.cca, env.cca])
+    with pytest.raises(CrosslabError, match="unique"):
+        ImageToTextApp([env.cca, Pipeline("cca 24", "test", env.enc, TinyEncoder(), env.small.head,
+                                          gallery=env.ds)])
+    with pytest.raises(CrosslabError, match="one or more pipelines"):
+        TextToImageApp([])
 
 
-# ----------------------------------------------------------------------------- ConSE and fusion
-COLOUR_RGB = np.array(list(cl.data.scenes.COLOURS.values()), dtype=np.float32)
-COLOUR_NAMES = list(cl.data.scenes.COLOURS)
-
-
-class TinyClassifier:
-    """A stand-in for the CNN: thumbnail features plus a real (crude) colour classifier.
-
-    The logit of colour k is 50 x the share of the picture's pixels painted in that colour,
-    so the softmax favours the colours present, like an ImageNet head favours its classes.
-    """
-
-    def extract(self, ims, cache=False, progress=False, return_logits=False):
-        feats = tiny_image_features(ims)
-        logits = np.stack([
-            50 * (np.abs(np.asarray(im.convert("RGB"), np.float32)[..., None, :] - COLOUR_RGB).sum(-1) < 3)
-            .mean((0, 1)) for im in ims
-        ]).astype(np.float32)
-        return (feats, logits) if return_logits else feats
-
-
-@pytest.fixture(scope="module")
-def beyond():
-    """A hand-made BeyondSetup on shape scenes: CCA, ConSE over colour classes, their fusion."""
-    from crosslab.beyond import BeyondModel, BeyondSetup
-    from crosslab.zeroshot import ConSE, FusionModel
-
-    ds = cl.data.make_scenes(200, seed=4)
-    ims = [ds.load_image(i) for i in range(len(ds))]
-    Y, L = TinyClassifier().extract(ims, return_logits=True)
-    kv = cl.text.train_word2vec(ds.train.captions, vector_size=32, epochs=10)
-    enc = cl.text.SentenceEncoder(kv, "mean")
-    X = enc.transform(ds.captions)
-    keep, train, c2i = split_rows(ds, "train")
-    cca = RegularizedCCA(d=16, reg=0.1).fit(X[keep], Y[train], c2i)
-    conse = ConSE.from_encoder(enc, T=2, class_names=COLOUR_NAMES)
-    models = [
-        BeyondModel("random", "random", RandomModel(d=16).fit(X[keep], Y[train], c2i), "w2v", "features"),
-        BeyondModel("cca+w2v", "cca", cca, "w2v", "features"),
-        BeyondModel("conse+w2v", "zero-shot", conse, "w2v", "logits"),
-        BeyondModel("fusion(cca+w2v,conse+w2v)", "fusion", FusionModel(cca, conse, 0.3),
-                    ("w2v", "w2v"), ("features", "logits")),
-    ]
-    setup = BeyondSetup(ds, models, {"w2v": enc}, {"w2v": X}, {"features": Y, "logits": L})
-    from crosslab.widgets import beyond_search_models
-
-    search = CrossModalSearch(ds, beyond_search_models(setup, image_encoder=TinyClassifier()))
-    return setup, search
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def naive_conse_vector(conse, logits: np.ndarray) -> np.ndarray:
-    """Softmax, the T most probable classes, their unit name vectors weighted by probability."""
-    p = np.exp(logits - logits.max())
-    p = p / p.sum()
-    top = sorted(range(len(p)), key=lambda k: (-p[k], k))[: conse.T]
-    E = conse.class_embeddings
-    return sum(p[k] * E[k] / np.linalg.norm(E[k]) for k in top) / sum(p[k] for k in top)
-
-
-def test_beyond_search_models_reads_what_each_model_was_fitted_on(beyond):
-    setup, search = beyond
-    assert search.model_names == ["cca+w2v", "conse+w2v", "fusion(cca+w2v,conse+w2v)"]  # no random
-    cca, conse, fusion = (search.models[n] for n in search.model_names)
-    assert cca.image_features is setup.image["features"] and conse.image_features is setup.image["logits"]
-    assert conse.caption_features is setup.text["w2v"]
-    assert fusion.a is cca and fusion.b is conse and fusion.w == 0.3  # components shared, val w kept
-    assert search.is_fusion("fusion(cca+w2v,conse+w2v)") and not search.is_fusion("conse+w2v")
-    # Only the fusion: its components still get their own names from the setup.
-    from crosslab.widgets import FusionSearchModel, beyond_search_models
-
-    (only,) = beyond_search_models(setup, ["fusion(cca+w2v,conse+w2v)"], image_encoder=TinyClassifier())
-    assert isinstance(only, FusionSearchModel) and (only.a.name, only.b.name) == ("cca+w2v", "conse+w2v")
-    with pytest.raises(CrosslabError, match="no model 'nope'"):
-        beyond_search_models(setup, ["nope"])
-
-
-def test_conse_search_equals_naive_ranking(beyond):
-    setup, search = beyond
-    ds = search.gallery
-    m = search.models["conse+w2v"]
-    q = m.encode_text("a red shape")
-    V = [naive_conse_vector(m.model, setup.image["logits"][i]) for i in range(len(ds))]
-    cos = [_cos(q, v) for v in V]
-    hits = search.text_to_image("a red shape", k=12, model="conse+w2v")
-    # the same ranking up to float32 rounding: each hit's naive cosine is the next best one
-    assert np.allclose([cos[h.image] for h in hits], sorted(cos, reverse=True)[:12], atol=1e-6)
-    assert np.allclose([h.value for h in hits], sorted(cos, reverse=True)[:12], atol=1e-5)
-    # no training, yet each colour is found far above its base rate
-    for c in COLOUR_NAMES:
-        has = np.array([c in " ".join(ds.image_captions(i)) for i in range(len(ds))])
-        top = [h.image for h in search.text_to_image(f"{c} shape", k=10, model="conse+w2v")]
-        assert has[top].mean() > has.mean() + 0.4, c
-    # image -> text: the picture's logits come from the image encoder, ranked against every caption
-    i = int(np.flatnonzero(ds.split == "test")[0])
-    v = naive_conse_vector(m.model, TinyClassifier().extract([ds.load_image(i)], return_logits=True)[1][0])
-    cos_c = [_cos(x, v) for x in m.caption_features]
-    hits = search.image_to_text(ds.load_image(i), k=6, model="conse+w2v")
-    assert np.allclose([cos_c[h.index] for h in hits], sorted(cos_c, reverse=True)[:6], atol=1e-6)
-
-
+# ----------------------------------------------------------------------------- fusion
 @pytest.mark.parametrize("metric", ["cosine", "euclidean", "kl"])
-def test_fusion_with_w_0_or_1_is_each_component(beyond, metric):
-    _, search = beyond
-    ds = search.gallery
-    name = "fusion(cca+w2v,conse+w2v)"
-    pic = ds.load_image(int(np.flatnonzero(ds.split == "test")[3]))
-    for w, part in ((0.0, "cca+w2v"), (1.0, "conse+w2v")):
-        fused = search.text_to_image("large blue circle", 9, metric, name, w=w)
-        alone = search.text_to_image("large blue circle", 9, metric, part)
-        assert [h.image for h in fused] == [h.image for h in alone]
-        fused = search.image_to_text(pic, 7, metric, name, w=w)
-        alone = search.image_to_text(pic, 7, metric, part)
-        assert [h.index for h in fused] == [h.index for h in alone]
+def test_fusion_with_w_0_or_1_is_each_part(env, metric):
+    pic = env.ds.load_image(int(np.flatnonzero(env.ds.split == "test")[3]))
+    for w, part in ((0.0, env.cca), (1.0, env.conse)):
+        fused = env.fusion.with_w(w)
+        assert fused.w == w and env.fusion.w == 0.3  # with_w leaves the original alone
+        assert [h.image for h in fused.search("large blue circle", 9, metric=metric)] == \
+            [h.image for h in part.search("large blue circle", 9, metric=metric)]
+        assert [h.id for h in fused.describe(pic, 7, metric=metric)] == \
+            [h.id for h in part.describe(pic, 7, metric=metric)]
 
 
-def test_fusion_scores_are_fused_per_query_zscores(beyond):
-    setup, search = beyond
-    ds = search.gallery
-    cca, conse = search.models["cca+w2v"], search.models["conse+w2v"]
+def test_fusion_scores_are_fused_per_query_zscores(env):
     query = "small green square"
-    qa = cca.model.embed_text(cca.encode_text(query)[None])[0]
-    A = cca.model.embed_image(setup.image["features"])
-    sa = np.array([_cos(qa, a) for a in A])
-    qb = conse.encode_text(query)
-    sb = np.array([_cos(qb, naive_conse_vector(conse.model, lg)) for lg in setup.image["logits"]])
-    z = lambda s: (s - s.mean()) / s.std()  # noqa: E731
-    fused = 0.7 * z(sa) + 0.3 * z(sb)
-    hits = search.text_to_image(query, k=10, model="fusion(cca+w2v,conse+w2v)")  # the model's own w
-    assert [h.image for h in hits] == sorted(range(len(ds)), key=lambda i: (-fused[i], i))[:10]
-    assert np.allclose([h.value for h in hits], np.sort(fused)[::-1][:10], atol=1e-4)
+    fused = 0.7 * z(naive_t2i(env, env.cca, query)) + 0.3 * z(naive_t2i(env, env.conse, query))
+    hits = env.fusion.search(query, k=10)  # the pipeline's own w
+    assert [h.image for h in hits] == ranking(fused)[:10]
+    assert np.allclose([h.score for h in hits], fused[ranking(fused)[:10]], atol=1e-4)
+
+    # image -> text: z over the captions of the one picture
+    pic = env.ds.load_image(int(np.flatnonzero(env.ds.split == "test")[0]))
+    va = env.cca.head.embed_image(tiny_image_features([pic]))[0]
+    vb = naive_conse_vector(env.conse.head, tiny_logits([pic])[0])
+    sa = np.array([_cos(t, va) for t in env.cca.head.embed_text(env.X)])
+    sb = np.array([_cos(x, vb) for x in env.X])
+    fused = 0.3 * z(sa) + 0.7 * z(sb)
+    hits = env.fusion.with_w(0.7).describe(pic, k=6)
+    assert [h.id for h in hits] == ranking(fused)[:6]
+    assert np.allclose([h.score for h in hits], fused[ranking(fused)[:6]], atol=1e-4)
+
     with pytest.raises(CrosslabError, match=r"w must be in \[0, 1\]"):
-        search.text_to_image(query, model="fusion(cca+w2v,conse+w2v)", w=1.5)
-    with pytest.raises(QueryError):
-        search.text_to_image("xyzzy plugh", model="fusion(cca+w2v,conse+w2v)")
+        env.fusion.with_w(1.5)
+    with pytest.raises(CrosslabError, match="not a fusion"):
+        env.cca.with_w(0.5)
 
 
-def test_apps_offer_the_fusion_weight_only_for_fusion_models(beyond):
-    _, search = beyond
-    name = "fusion(cca+w2v,conse+w2v)"
-    app = TextToImageApp(search, query="red circle", k=5)
-    assert app.model.value == "cca+w2v" and app.fusion_w.layout.display == "none"
-    assert "cosine" in app.grid.children[0].children[1].value
-    app.model.value = name
+def test_apps_offer_the_fusion_weight_only_for_fusion_pipelines(env):
+    pipes = [env.cca, env.conse, env.fusion]
+    app = TextToImageApp(pipes, query="red circle", k=5)
+    assert app.model.value == "cca 24" and app.fusion_w.layout.display == "none"
+    assert "cosine" in card_text(app)
+    app.model.value = FUSION
     assert app.fusion_w.layout.display != "none" and app.fusion_w.value == 0.3
-    assert app.hits == search.text_to_image("red circle", 5, "cosine", name)
-    assert "fused z" in app.grid.children[0].children[1].value
-    assert "w=0.30" in html.unescape(app.message.value)
+    assert app.hits == env.fusion.search("red circle", 5, metric="cosine", temperature=0.1)
+    assert "fused z" in card_text(app) and "w=0.30" in msg(app)
     app.fusion_w.value = 1.0
-    assert [h.image for h in app.hits] == [h.image for h in search.text_to_image("red circle", 5,
-                                                                                 model="conse+w2v")]
-    app.metric.value = "euclidean"  # the metric applies to both components; values stay z-scores
-    assert app.hits == search.text_to_image("red circle", 5, "euclidean", name, w=1.0)
-    assert "fused z" in app.grid.children[0].children[1].value
-    app.model.value = "conse+w2v"
-    assert app.fusion_w.layout.display == "none" and "distance" in app.grid.children[0].children[1].value
-    app.model.value = name  # back to the fusion: its own w again
-    assert app.fusion_w.value == 0.3
+    assert [h.image for h in app.hits] == [h.image for h in env.conse.search("red circle", 5)]
+    assert "w=1.00" in msg(app)
+    app.metric.value = "euclidean"  # the metric applies to both parts; values stay z-scores
+    assert app.hits == env.fusion.with_w(1.0).search("red circle", 5, metric="euclidean")
+    assert "fused z" in card_text(app)
+    app.model.value = "conse"
+    assert app.fusion_w.layout.display == "none" and "distance" in card_text(app)
+    app.model.value = FUSION  # back to the fusion: its own w again
+    assert app.fusion_w.value == 0.3 and app.hits == env.fusion.search("red circle", 5, metric="euclidean")
 
-    ds = search.gallery
-    choices = [(f"scene {i}", ds.load_image(i)) for i in (0, 1)]
-    iapp = ImageToTextApp(search, choices=choices, k=4)
-    iapp.model.value = name
-    assert iapp.hits == search.image_to_text(ds.load_image(0), 4, "cosine", name)
+    ds = env.ds
+    iapp = ImageToTextApp(pipes, choices=[(f"scene {i}", ds.load_image(i)) for i in (0, 1)], k=4)
+    assert iapp.fusion_w.layout.display == "none"
+    iapp.model.value = FUSION
+    assert iapp.fusion_w.value == 0.3 and iapp.hits == env.fusion.describe(ds.load_image(0), 4)
     assert "fused z" in iapp.table.value
     iapp.fusion_w.value = 0.0
-    assert [h.index for h in iapp.hits] == [h.index for h in search.image_to_text(ds.load_image(0), 4,
-                                                                                  model="cca+w2v")]
+    assert [h.id for h in iapp.hits] == [h.id for h in env.cca.describe(ds.load_image(0), 4)]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ..errors import CrosslabError
+from . import load_dataset
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,33 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "the people-style query set (clip art only), text->image")
 
 
-def _load(data: str):
-    """'clipart', 'scenes[:N]' (synthetic), a clip-art style folder (manifest.jsonl),
-    a Karpathy / COCO JSON, a CSV, or an ImageFolder with train/val/test folders."""
-    from .. import data as D
-
-    if data == "clipart":
-        return D.load_clipart()
-    if data == "scenes" or data.startswith("scenes:"):
-        n = data.partition(":")[2] or "1000"
-        if not n.isdigit() or int(n) < 20:
-            raise CrosslabError(f"--data {data}: use scenes:N with N >= 20 synthetic scenes.")
-        return D.make_scenes(int(n), seed=0)
-    path = Path(data)
-    if not path.exists():
-        raise CrosslabError(f"--data {data}: no such file or folder. Use 'clipart' or a dataset path.")
-    if path.is_dir():
-        return D.load_clipart(path) if (path / "manifest.jsonl").is_file() else D.load_image_folder(path)
-    if path.suffix.lower() in (".csv", ".tsv"):
-        return D.load_csv(path)
-    if path.suffix.lower() == ".json":
-        head = path.read_text(encoding="utf-8", errors="replace")[:100_000]
-        return D.load_coco(path) if '"annotations"' in head else D.load_karpathy(path)
-    raise CrosslabError(
-        f"--data {data}: unknown kind of dataset; give a folder, a .json (Karpathy / COCO) or a .csv file."
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import ROW_KEYS, results_table, run
     from ..pipelines import LESSON05, LESSON07
@@ -70,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             f"--queries people: the people-style query set is written for the embedded clip art; "
             f"use --data clipart (got {args.data!r})."
         )
-    ds = _load(args.data)
+    ds = load_dataset(args.data)
     names = args.pipeline or (LESSON07 if people else LESSON05)
     rows = run(names, ds, queries=(args.queries,), progress=not args.quiet and not args.json, device=args.device)
     if args.json:

@@ -3,7 +3,7 @@
 Run it before class to warm the cache; a second run loads everything from disk::
 
     python -m crosslab features                                  # clip art, Lite0, GloVe mean
-    python -m crosslab features --data scenes --text word2vec --pooling sif
+    python -m crosslab features --data scenes --text w2v-sif
     python -m crosslab features --data ~/flickr8k/dataset_flickr8k.json --encoder resnet50 \\
         --weights ~/resnet50.pth
 """
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from ..errors import DataError
+from . import load_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..image import list_encoders
-    from ..text import POOLINGS
+    from ..text_encoders import list_text_encoders
 
     parser.add_argument("--data", default="clipart",
                         help="clipart (default), scenes, an image folder, or a Karpathy/COCO .json or .csv file")
@@ -29,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help="imagenet (default), random, or a state_dict file for --encoder")
     parser.add_argument("--image-size", type=int, default=None, help="input size in pixels")
-    parser.add_argument("--text", default="glove", choices=("glove", "word2vec", "none"),
-                        help="word vectors: pretrained GloVe, Word2Vec trained on the train captions, or none")
-    parser.add_argument("--pooling", default="mean", choices=POOLINGS, help="sentence pooling")
+    parser.add_argument("--text", default="glove-mean", choices=[*list_text_encoders(), "none"], metavar="NAME",
+                        help="a text encoder (crosslab.text_encoders: glove-mean, w2v-sif, glove+w2v-tfidf, "
+                        "minilm, ...; default glove-mean), fitted on the train captions; or none")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader decoding processes (default: 0 below 256 images, else 2)")
@@ -40,36 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", type=int, default=2000, help="number of images for --data scenes")
 
 
-def load_dataset(spec: str, images: str | None = None, n_scenes: int = 2000):
-    """The dataset named by ``--data``: 'clipart', 'scenes', a folder, or a .json/.csv annotation file."""
-    from .. import data as D
-    from ..errors import SchemaError
-
-    if spec == "clipart":
-        return D.load_clipart()
-    if spec == "scenes":
-        return D.make_scenes(n_scenes, seed=0)
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise DataError(f"--data {spec!r}: no such file or folder (or use 'clipart' / 'scenes').")
-    if path.is_dir():
-        return D.load_image_folder(path)
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        try:
-            return D.load_karpathy(path, images)
-        except SchemaError as karpathy_error:
-            try:
-                return D.load_coco(path, images)
-            except SchemaError:
-                raise karpathy_error from None
-    if suffix in (".csv", ".tsv", ".tab", ".txt"):
-        return D.load_csv(path, images)
-    raise DataError(f"--data {spec}: expected a folder, a .json (Karpathy/COCO) or a .csv file.")
-
-
 def run(args: argparse.Namespace) -> int:
-    from .. import text as T
     from ..cache import FeatureCache
     from ..device import describe
     from ..image import ImageEncoder
@@ -91,21 +61,20 @@ def run(args: argparse.Namespace) -> int:
 
     # ----- text
     if args.text != "none":
-        train = ds.train.texts if (ds.split == "train").any() else ds.texts
+        from ..text_encoders import get_text_encoder
+
+        has_train = bool((ds.split == "train").any())
+        train = ds.train.texts if has_train else ds.texts
+        fitted_on = f"{len(train):,} train captions" if has_train else \
+            f"all {len(train):,} captions (the data has no train split)"
         t0 = time.perf_counter()
-        if args.text == "glove":
-            kv = T.load_glove()
-        else:
-            kv = T.train_word2vec(train)
-        t_vec = time.perf_counter() - t0
-        encoder = T.SentenceEncoder(kv, pooling=args.pooling).fit(train)
-        print(f"text     : {encoder.name} ({encoder.dim}-d; vectors ready in {t_vec:.1f} s, "
-              f"pooling fitted on {len(train):,} train captions)")
+        encoder = get_text_encoder(args.text).fit(train)
+        print(f"text     : {encoder.name} ({encoder.dim}-d; ready in {time.perf_counter() - t0:.1f} s, "
+              f"fitted on {fitted_on})")
         t0 = time.perf_counter()
-        X, unknown = encoder.transform(ds.texts, return_mask=True, cache=not args.no_cache)
-        info = getattr(encoder, "last_cache_info_", None) if not args.no_cache else None
-        print(f"  features {X.shape} {X.dtype}; {int(unknown.sum())} captions without a known word")
-        print(f"  {encoder.oov_report(ds.texts, top=8)}")
+        X = encoder.transform(ds.texts, cache=not args.no_cache)
+        info = encoder.last_cache_info_
+        print(f"  features {X.shape} {X.dtype}; {int((~X.any(1)).sum())} captions without a known word")
         print(f"  {_state(info)} in {time.perf_counter() - t0:.2f} s" + (f": {info.path}" if info and info.path else ""))
     print(f"total    : {time.perf_counter() - t_all:.1f} s")
     return 0

@@ -1,9 +1,10 @@
-"""Datasets: the embedded clip art, synthetic scenes, and loaders for learners' own data."""
+"""Datasets: the embedded clip art, synthetic scenes, bundled photos, and loaders for learners' own data."""
 
 from .base import SPLITS, CaptionedImages, load_image, to_rgb
 from .clipart import load_clipart
-from .loaders import load_coco, load_csv, load_image_folder, load_karpathy, load_photos
+from .loaders import load_coco, load_csv, load_image_folder, load_karpathy
 from .people import QuerySet, load_people_queries
+from .photos import load_photos
 from .scenes import make_scenes
 
 __all__ = [
