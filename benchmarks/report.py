@@ -38,6 +38,10 @@ def render(res: dict[str, Any]) -> str:
     ]
     if res["quick"]:
         lines += ["> **Quick mode**: tiny sizes for the smoke test; these are not measurements.", ""]
+    if carried := res.get("carried_over"):
+        lines += ["> Sections measured in an earlier run and kept: "
+                  + ", ".join(f"{k} ({v})" for k, v in carried.items())
+                  + ". The machine table describes this run.", ""]
     share = res.get("cpu_share", {})
     other = share.get("other_cpu_fraction")
     if other is not None and other > 0.05:

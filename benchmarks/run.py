@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # one broken section must not lose the others' figures
                 res["errors"][section] = f"{type(e).__name__}: {e}"
                 log(traceback.format_exc())
+    _carry_over(res, args)
     res["cpu_share"] = {"other_cpu_fraction": share.other_cpu_fraction, "wall_s": share.wall_s,
                         "load_start": share.load_start, "load_end": share.load_end}
     try:
@@ -129,6 +130,32 @@ def main(argv: list[str] | None = None) -> int:
     log(f"wrote {args.out / 'results.json'} and {args.out / 'RESULTS.md'} "
         f"({share.wall_s:.0f} s, other processes used {share.other_cpu_fraction:.0%} of the CPU)")
     return 1 if res["errors"] else 0
+
+
+#: The keys of results.json that each section writes.
+SECTION_KEYS = {"search": ("search", "search_config", "search_notes", "search_worst"), "pairwise": ("pairwise",),
+                "extraction": ("extraction",), "query": ("query",), "course": ("course",)}
+
+
+def _carry_over(res: dict[str, Any], args: argparse.Namespace) -> None:
+    """With ``--only``, keep the other sections of OUT/results.json, each labelled with the run it came from."""
+    path = args.out / "results.json"
+    if args.quick or set(args.only) == set(SECTIONS) or not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    carried = dict(old.get("carried_over", {}))
+    for section in SECTIONS:
+        if section in args.only or not any(k in old for k in SECTION_KEYS[section]):
+            continue
+        for k in SECTION_KEYS[section]:
+            if k in old:
+                res[k] = old[k]
+        carried[section] = carried.get(section, old.get("generated_at"))
+    res["carried_over"] = {k: v for k, v in carried.items() if k not in args.only}
+    res["sections"] = [s for s in SECTIONS if s in args.only or s in res["carried_over"]]
 
 
 def run_extraction(quick: bool, devs: list[torch.device]) -> dict[str, Any]:

@@ -200,6 +200,8 @@ class ImageEncoder:
             "kind": f"image-{what}", "dataset": ds.fingerprint(), "n_images": len(ds),
             "encoder": self.arch, "weights": self.weights_hash(), "transform": self.transform.settings(),
             "decode": "crosslab.data.load_image/v1",
+            # like the pipelines' key: results may differ in the last bits across torch versions and devices
+            "torch": torch.__version__.split("+")[0], "device": self.device.type,
         }
 
     # ----- forward ---------------------------------------------------------------

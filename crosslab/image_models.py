@@ -334,17 +334,26 @@ _register(EncoderSpec(
 ))
 
 
+#: ResNets are registered by name now and specified on first use: reading their transforms
+#: from torchvision's weights enum imports torchvision (over a second), which a search with
+#: EfficientNet-Lite0 never needs.
+_LAZY: dict[str, Callable[[], EncoderSpec]] = {}
+
+
 def _register_resnet(arch: str, dim: int, enum_name: str, member: str, desc: str) -> None:
-    try:
-        crop, resize = _resnet_transform(enum_name, member)
-    except Exception:  # torchvision broken: keep the registry importable, building will explain
-        crop, resize = 224, 256
-    _register(EncoderSpec(
-        name=arch, dim=dim, builder=_torchvision_resnet(arch, enum_name, member),
-        weights_source=f"torchvision {enum_name}.{member} (torch hub cache) or a state_dict file",
-        image_size=crop, crop_ratio=crop / resize, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        description=desc,
-    ))
+    def spec() -> EncoderSpec:
+        try:
+            crop, resize = _resnet_transform(enum_name, member)
+        except Exception:  # torchvision broken: keep the registry usable, building will explain
+            crop, resize = 224, 256
+        return EncoderSpec(
+            name=arch, dim=dim, builder=_torchvision_resnet(arch, enum_name, member),
+            weights_source=f"torchvision {enum_name}.{member} (torch hub cache) or a state_dict file",
+            image_size=crop, crop_ratio=crop / resize, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            description=desc,
+        )
+
+    _LAZY[arch] = spec
 
 
 _register_resnet("resnet18", 512, "ResNet18_Weights", "IMAGENET1K_V1", "ResNet-18 (11.7 M parameters), 512-d")
@@ -353,15 +362,29 @@ _register_resnet("resnet50", 2048, "ResNet50_Weights", "IMAGENET1K_V2", "ResNet-
 
 def list_encoders() -> list[str]:
     """Names of the registered image encoders."""
-    return sorted(_REGISTRY)
+    return sorted({*_REGISTRY, *_LAZY})
 
 
 def get_encoder_spec(name: str) -> EncoderSpec:
     """The :class:`EncoderSpec` registered as ``name`` ('efficientnet-lite0' == 'efficientnet_lite0')."""
     key = str(name).strip().lower().replace("-", "_")
+    if key not in _REGISTRY and key in _LAZY:
+        _register(_LAZY[key]())
     if key not in _REGISTRY:
         raise ModelError(f"unknown image encoder {name!r}; choose one of {list_encoders()}.")
     return _REGISTRY[key]
+
+
+@lru_cache(maxsize=8)
+def weights_file_hash(path: str) -> str:
+    """SHA-256 (20 hex digits) of a weights file: identifies an encoder's weights without loading them."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:20]
 
 
 @lru_cache(maxsize=1)

@@ -288,8 +288,32 @@ class Pipeline(Retriever):
         if rows is not None:
             Y = self._memoised(images, "image-features", lambda: self.image_features(images, progress=progress))
             return _np(self.head.embed_image(Y[np.asarray(rows)]))
-        return self._memoised(images, "image", lambda: _np(self.head.embed_image(
-            self.image_features(images, progress=progress))))
+        if not _is_dataset(images):
+            return _np(self.head.embed_image(self.image_features(images, progress=progress)))
+        return self._memoised(images, "image", lambda: self._gallery_embeddings(images, progress))
+
+    def _gallery_embeddings(self, ds: Any, progress: bool) -> np.ndarray:
+        """A dataset's embeddings, cached on disk by the pipeline's content and the images': a
+        search in a new process then needs neither the CNN nor the images' features."""
+        from .cache import FeatureCache, hash_arrays
+
+        def compute() -> dict[str, np.ndarray]:
+            return {"embeddings": _np(self.head.embed_image(self.image_features(ds, progress=progress)))}
+
+        if self._encoder is not None:  # a stand-in image encoder (tests): nothing identifies it on disk
+            return compute()["embeddings"]
+        if not hasattr(self, "_hash"):
+            self._hash = hash_arrays(self.to_arrays())[:24]
+        weights = None
+        if self.image[0] == "efficientnet_lite0":
+            from .image_models import lite0_weights_path, weights_file_hash
+
+            weights = weights_file_hash(str(lite0_weights_path()))
+        arrays, _ = FeatureCache(namespace="pipelines").get_or_compute(
+            {"kind": "pipeline-gallery", "pipeline": self._hash, "weights": weights, "dataset": ds.fingerprint(),
+             "n": len(ds)},
+            compute, label=f"gallery-{str(ds.name).split('/')[0]}")
+        return arrays["embeddings"]
 
     def score(self, T: Any, V: Any, *, axis: int = 1, metric: str | None = None,
               temperature: float = 1.0) -> np.ndarray:

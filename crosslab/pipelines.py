@@ -194,9 +194,9 @@ class _Context:
 
     @staticmethod
     def image_size() -> int:
-        from .image import get_encoder_spec
+        from .image_models import get_encoder_spec
 
-        return get_encoder_spec(IMAGE_ENCODER).transform().image_size
+        return get_encoder_spec(IMAGE_ENCODER).image_size
 
     def features(self, what: str) -> np.ndarray:
         """``text:<encoder>`` (all captions) or ``image:features`` / ``image:logits`` (all images)."""
@@ -315,10 +315,12 @@ def _cache_parts(name: str, ds: Any, device: Any) -> dict[str, Any]:
 
     spec = get_spec(name)
     parts = [get_spec(p) for p in spec.parts] or [spec]
+    from .image_models import lite0_weights_path, weights_file_hash
+
     out = {"kind": "pipeline", "version": PIPELINE_VERSION, "name": name,
            "specs": [asdict(s) for s in parts], "dataset": ds.fingerprint(),
            "image": [IMAGE_ENCODER, _Context.image_size()],
-           "weights": _Context(ds, device, False).image_encoder().weights_hash(), "torch": torch.__version__.split("+")[0],
+           "weights": weights_file_hash(str(lite0_weights_path())), "torch": torch.__version__.split("+")[0],
            "device": get_device(device).type}
     if spec.parts:
         q = _fusion_queries(ds)

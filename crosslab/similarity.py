@@ -1,7 +1,7 @@
 """Pairwise similarity and distance between N queries and M items, as matrix products.
 
 Every metric except Jensen-Shannon is one GEMM plus cheap row / column terms
-(see ``DESIGN.md``, "Metrics as matrix products"), never an ``(N, M, d)`` broadcast;
+(the ``similarity`` layer of ``docs/architecture.md``), never an ``(N, M, d)`` broadcast;
 :data:`GEMM_FORMS` holds each form once, for :func:`pairwise` and ``search.Index``:
 
 ==================  ====================================================  =========
@@ -221,7 +221,7 @@ GEMM_FORMS: dict[str, GemmForm] = {
     "neg_euclidean": GemmForm(_as_is, _sq_items, lambda s, a, t: _euclidean(s, a, t).neg_()),
     # p = softmax(a / t) against log q = log_softmax(b / t): s = p . log q = -KL - H(p).
     "kl": GemmForm(
-        lambda a, t: torch.softmax(a / t, dim=1),
+        lambda a, t: torch.log_softmax(a / t, dim=1).exp(),  # as _kl computes p: the same rounding
         lambda b, t: (torch.log_softmax(b / t, dim=1), None),
         _kl,
     ),

@@ -28,13 +28,22 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from gensim.models import KeyedVectors, Word2Vec
 
 from ._io import atomic_write
 from .errors import CrosslabError, ModelError, QueryError
+
+if TYPE_CHECKING:  # gensim costs about a second to import: only code that uses word vectors pays it
+    from gensim.models import KeyedVectors
+
+
+def _keyed_vectors() -> type:
+    from gensim.models import KeyedVectors
+
+    return KeyedVectors
+
 
 __all__ = [
     "tokenize", "train_word2vec", "load_glove", "glove_dir", "load_word2vec_format", "save_vectors",
@@ -117,6 +126,8 @@ def train_word2vec(
             f"train_word2vec: no word occurs at least min_count={min_count} times "
             f"(most frequent: {counts.most_common(1)[0]}). Lower min_count."
         )
+    from gensim.models import Word2Vec
+
     model = Word2Vec(
         sentences=sentences, vector_size=vector_size, window=window, min_count=min_count,
         sg=sg, negative=negative, epochs=epochs, seed=seed, workers=1, hashfxn=_stable_hash,
@@ -158,7 +169,7 @@ def load_vectors(path: str | os.PathLike) -> KeyedVectors:
 
 
 def _from_arrays(words: list[str], vectors: np.ndarray, name: str) -> KeyedVectors:
-    kv = KeyedVectors(vectors.shape[1])
+    kv = _keyed_vectors()(vectors.shape[1])
     kv.add_vectors(words, np.asarray(vectors, dtype=np.float32))
     return _set_name(kv, name)
 
@@ -214,7 +225,7 @@ def load_word2vec_format(
     if binary is None:
         binary = path.suffix.lower() in (".bin", ".gz") and ".txt" not in path.suffixes
     try:
-        kv = KeyedVectors.load_word2vec_format(str(path), binary=binary, limit=limit)
+        kv = _keyed_vectors().load_word2vec_format(str(path), binary=binary, limit=limit)
     except (ValueError, UnicodeDecodeError, EOFError, OSError, IndexError) as e:
         other = "binary=False" if binary else "binary=True"
         raise ModelError(
@@ -295,7 +306,7 @@ class SentenceEncoder:
     def __init__(
         self, kv: KeyedVectors, pooling: str = "mean", sif_a: float = 1e-3, name: str | None = None
     ) -> None:
-        if not isinstance(kv, KeyedVectors):
+        if not isinstance(kv, _keyed_vectors()):
             raise ModelError(
                 f"SentenceEncoder needs gensim KeyedVectors (from train_word2vec, load_glove, ...), "
                 f"got {type(kv).__name__}."

@@ -156,11 +156,13 @@ class ConSE:
         return model
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Settings (``config``, JSON) and arrays: class embeddings and, when centred, the two means."""
+        """Settings (``config``, JSON) and arrays: class embeddings, class names, and the means when centred."""
         import json
 
         config = {"T": self.T, "metric": self.metric, "temperature": self.temperature}
         out = {"config": np.array(json.dumps(config)), "a/class_embeddings": self.class_embeddings}
+        if hasattr(self, "class_names_"):
+            out["class_names"] = np.array(json.dumps(list(self.class_names_)))
         if self.text_mean_ is not None:
             out |= {"a/text_mean_": self.text_mean_, "a/image_mean_": self.image_mean_}
         return out
@@ -173,6 +175,8 @@ class ConSE:
         E = np.asarray(arrays["a/class_embeddings"], dtype=np.float64)
         model = cls(E, **json.loads(str(arrays["config"])))
         model.class_embeddings = E  # already unit rows: keep them bit for bit
+        if "class_names" in arrays:
+            model.class_names_ = json.loads(str(arrays["class_names"]))
         if "a/text_mean_" in arrays:
             model.text_mean_ = np.asarray(arrays["a/text_mean_"])
             model.image_mean_ = np.asarray(arrays["a/image_mean_"])

@@ -3,6 +3,7 @@
 
     python scripts/build_clipart.py                      # -> data/clipart/
     python scripts/build_clipart.py --out /tmp/x --only 40   # a deterministic subset of the images
+                                                             # (--only requires --out)
 
 The output is reproducible byte for byte: sources are read in sorted order,
 every choice (dedupe, split, ids) is a function of the package's files, the
@@ -455,7 +456,13 @@ def tool_versions() -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", type=Path, default=SRC, help="openclipart-svg folder (%(default)s)")
-    ap.add_argument("--out", type=Path, default=OUT, help="output folder (%(default)s)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output folder (default: the committed set, {OUT}); required with --only, and "
+        "never the committed set then",
+    )
     ap.add_argument("--size", type=int, default=SIZE, help="image side in pixels (%(default)s)")
     ap.add_argument(
         "--jobs", type=int, default=2, help="parallel rsvg-convert processes (%(default)s)"
@@ -465,9 +472,22 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="render only N images spread evenly over the manifest (for the rebuild test); "
-        "the manifest is still complete",
+        "the manifest is still complete. Requires --out: a partial build must not overwrite "
+        "the committed manifest",
     )
     args = ap.parse_args(argv)
+    if args.only < 0:
+        ap.error(f"--only must be a positive number of images, got {args.only}")
+    if args.only:
+        if args.out is None:
+            ap.error(
+                f"--only {args.only} needs --out DIR: a partial build writes a manifest without "
+                f"the checksums of the images it skips, so it must not go to {OUT}"
+            )
+        if args.out.resolve() == OUT.resolve():
+            ap.error(f"--only writes a partial build; give an --out other than the committed {OUT}")
+    if args.out is None:
+        args.out = OUT
     if not args.src.is_dir():
         print(f"{args.src} not found: apt-get install openclipart-svg", file=sys.stderr)
         return 2

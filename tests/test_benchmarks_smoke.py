@@ -175,3 +175,14 @@ def test_unknown_section_is_refused(capsys):
     with pytest.raises(SystemExit):
         run.parse_args(["--only", "search,nonsense"])
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_only_keeps_the_other_sections_of_an_earlier_run(tmp_path, quick_results):
+    _, _, earlier = quick_results
+    earlier = dict(earlier, quick=False, generated_at="2026-01-01 00:00 UTC")
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    assert run.main(["--out", str(tmp_path), "--cpu-only", "--only", "course"]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["search"] == earlier["search"] and res["pairwise"] == earlier["pairwise"]
+    assert res["carried_over"] == {"search": "2026-01-01 00:00 UTC", "pairwise": "2026-01-01 00:00 UTC"}
+    assert "Sections measured in an earlier run and kept: search (2026-01-01" in (tmp_path / "RESULTS.md").read_text()

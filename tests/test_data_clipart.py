@@ -103,6 +103,60 @@ def test_missing_or_bad_manifest(tmp_path):
         load_clipart(tmp_path)
 
 
+def _one_row_manifest(root: Path, file: str) -> Path:
+    row = {"id": "x", "file": file, "split": "train", "captions": ["a cat"],
+           "title": "cat", "keywords": [], "description": "", "category": "animals",
+           "category_path": "animals", "source": "animals/cat.svg"}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "manifest.jsonl").write_text(json.dumps(row) + "\n")
+    return root / "manifest.jsonl"
+
+
+@pytest.mark.parametrize("entry", ["../secret.png", "images/../../secret.png", "ABSOLUTE"])
+def test_manifest_entries_must_stay_inside_root(tmp_path, entry):
+    """A `file` entry leading out of the folder is refused, naming the entry and the manifest."""
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not for reading")
+    entry = str(secret) if entry == "ABSOLUTE" else entry
+    manifest = _one_row_manifest(tmp_path / "set", entry)
+    with pytest.raises(DataError, match="outside the clip-art folder") as e:
+        load_clipart(tmp_path / "set")
+    assert repr(entry) in str(e.value) and f"{manifest}:1" in str(e.value)
+
+
+def test_manifest_entry_through_a_link_leading_out(tmp_path):
+    (tmp_path / "secret.png").write_bytes(b"not for reading")
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "x.png").symlink_to(tmp_path / "secret.png")
+    manifest = _one_row_manifest(root, "images/x.png")
+    with pytest.raises(DataError, match="resolves outside") as e:
+        load_clipart(root)
+    assert "'images/x.png'" in str(e.value) and str(manifest) in str(e.value)
+
+
+def test_manifest_entry_inside_root_loads(tmp_path):
+    _one_row_manifest(tmp_path / "set", "images/x.png")
+    ds = load_clipart(tmp_path / "set")
+    assert ds.images == ["images/x.png"] and ds.captions == ["a cat"]
+
+
+def test_build_only_requires_out():
+    """`--only N` without `--out` would overwrite the committed manifest: argparse refuses it."""
+    manifest = DEFAULT_ROOT / "manifest.jsonl"
+    before = manifest.stat().st_mtime_ns, manifest.read_bytes()
+    script = str(REPO / "scripts" / "build_clipart.py")
+    for extra in ([], ["--out", str(DEFAULT_ROOT)]):
+        proc = subprocess.run([sys.executable, script, "--only", "3", *extra],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert "error: --only" in proc.stderr and "--out" in proc.stderr, proc.stderr
+    assert (manifest.stat().st_mtime_ns, manifest.read_bytes()) == before
+    helptext = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
+                              timeout=60).stdout
+    assert "Requires --out" in helptext
+
+
 @pytest.mark.slow
 def test_rebuild_matches_committed(tmp_path):
     """Re-run the build on the Debian package: same manifest, same bytes for a subset of images."""

@@ -356,6 +356,50 @@ def test_tsv_without_header(tmp_path):
     assert ds.captions == ["first caption", "second caption"] and list(ds.split) == ["", ""]
 
 
+def test_csv_without_header_keeps_first_row_of_extensionless_paths(tmp_path):
+    """Header-less rows whose paths have no image extension: the first row is data, not dropped."""
+    _png(tmp_path / "img" / "0001")
+    _png(tmp_path / "img" / "0002")
+    p = tmp_path / "caps.csv"
+    p.write_text("img/0001,a red square\nimg/0002,another red square\n")
+    ds = load_csv(p)
+    assert ds.images == ["img/0001", "img/0002"]
+    assert ds.captions == ["a red square", "another red square"]
+    # a caption that happens to be a column name does not make the first row a header
+    p.write_text("img/0001,title\nimg/0002,another red square\n")
+    assert load_csv(p).captions == ["title", "another red square"]
+    p.write_text("img/0001.png,text\n")
+    _png(tmp_path / "img" / "0001.png")
+    assert load_csv(p).captions == ["text"]
+
+
+def test_csv_first_row_neither_header_nor_data_is_refused(tmp_path):
+    """A first row with unknown column names and no image in it: a clear error, not a guess."""
+    _png(tmp_path / "a.png")
+    p = tmp_path / "caps.csv"
+    p.write_text("pic,words\na.png,a red square\n")
+    with pytest.raises(SchemaError, match=r"header or data.*'pic'.*image,caption.*image_column=") as e:
+        load_csv(p)
+    assert str(p) in str(e.value)
+    ds = load_csv(p, image_column="pic", caption_column="words")  # the header, marked by the caller
+    assert ds.images == ["a.png"] and ds.captions == ["a red square"]
+    # header-less, first path extension-less and missing: refused too (it could be a header)
+    p.write_text("gone,a caption\na.png,a red square\n")
+    with pytest.raises(SchemaError, match="header or data"):
+        load_csv(p)
+
+
+def test_csv_common_header_names(tmp_path):
+    _png(tmp_path / "a.png")
+    _png(tmp_path / "image")  # a file named like the column: the header is still a header
+    p = tmp_path / "caps.csv"
+    p.write_text("filepath,label\na.png,cat\n")
+    ds = load_csv(p)
+    assert ds.images == ["a.png"] and ds.captions == ["cat"]
+    p.write_text("image,caption\na.png,cat\n")
+    assert load_csv(p).images == ["a.png"]
+
+
 def test_csv_named_columns_and_sniffed_delimiter(tmp_path):
     _png(tmp_path / "x.png")
     p = tmp_path / "caps.txt"

@@ -185,6 +185,21 @@ def test_dataset_features_are_cached_bit_identically(tiny):
     assert not small.last_cache_info_.hit
 
 
+def test_feature_cache_key_has_torch_version_and_device(tiny, monkeypatch):
+    """Like the pipelines' key: another torch build or device type is another cache entry."""
+    ds = _dataset(_small(n=2))
+    parts = tiny.cache_parts(ds)
+    assert parts["torch"] == torch.__version__.split("+")[0] and "+" not in parts["torch"]
+    assert parts["device"] == "cpu"
+    assert set(parts) >= {"kind", "dataset", "n_images", "encoder", "weights", "transform", "decode"}
+    tiny.extract(ds, progress=False)
+    first = tiny.last_cache_info_.path
+    monkeypatch.setattr(torch, "__version__", "0.0.1+other")
+    assert tiny.cache_parts(ds)["torch"] == "0.0.1"
+    tiny.extract(ds, progress=False)
+    assert not tiny.last_cache_info_.hit and tiny.last_cache_info_.path != first
+
+
 def test_corrupt_cache_file_is_recomputed(tiny):
     ds = _dataset(_small(seed=2, n=4))
     X1 = tiny.extract(ds, progress=False)

@@ -68,6 +68,20 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _argv_with(needle: str) -> list[str]:
+    """Command lines of running processes that contain ``needle`` (what `ps` shows every user)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes()
+        except OSError:  # the process ended meanwhile, or is not ours to read
+            continue
+        if needle.encode() in argv:
+            shown = argv.replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{cmdline.parent.name}: {shown}")
+    return found
+
+
 def test_setup_rerun_skips_install(current_venv):
     # The issue's acceptance: re-running the setup with an unchanged lock installs nothing.
     env = {**os.environ, "VENV": str(current_venv)}
@@ -101,6 +115,10 @@ def test_make_lab_serves_course_and_stops(current_venv, tmp_path):
                 break
             time.sleep(0.5)
         assert status == 200, f"/lab did not answer 200 within 60 s (last: {status}):\n{log.read_text()}"
+
+        # The token is on no process's command line (`ps` shows those to every local user).
+        if Path("/proc/self/cmdline").is_file():
+            assert not _argv_with(token), _argv_with(token)
 
         # Token auth is on: the API refuses a request without it.
         assert _get(f"{base}/api/status")[0] == 403

@@ -287,3 +287,24 @@ def test_trained_entry_fits_and_round_trips(ds, monkeypatch, tmp_path):
     again = create_pipeline(name, ds, progress=False, device="cpu")
     assert again.cache_info_.hit
     np.testing.assert_array_equal(again.scores(QUERIES, ds), want)
+
+
+def test_a_cached_pipeline_searches_without_the_cnn(ds, cca, monkeypatch):
+    """The gallery's embeddings are cached with the pipeline: a new process needs no image encoder."""
+    from crosslab import pipeline as P
+
+    want = [(h.id, h.score) for h in cca.search("a red circle", k=5)]  # fills the gallery cache
+    fresh = create_pipeline("cca+glove", ds, progress=False, device="cpu")
+    assert fresh.cache_info_.hit
+    other = dataclasses.replace(pipelines.get_spec("cca+glove"), settings={**pipelines.RCCA, "d": 8})
+    with monkeypatch.context() as m:
+        m.setitem(pipelines.PIPELINES, "cca+glove", other)
+        changed = create_pipeline("cca+glove", ds, progress=False, device="cpu", cache=False)
+
+    def no_cnn(*args, **kwargs):
+        raise AssertionError("the CNN was built for a cached gallery")
+
+    monkeypatch.setattr(P, "_image_encoder", no_cnn)
+    assert [(h.id, h.score) for h in fresh.search("a red circle", k=5)] == want
+    with pytest.raises(AssertionError, match="CNN was built"):  # another head: its own gallery entry
+        changed.search("a red circle", k=5)

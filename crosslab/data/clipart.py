@@ -22,6 +22,24 @@ META_FIELDS = ("title", "keywords", "description", "category", "category_path", 
 _REQUIRED = ("id", "file", "split", "captions", *META_FIELDS)
 
 
+def _inside(root: Path, real_root: Path, file: object, where: str) -> str:
+    """The manifest's ``file`` entry, checked to name a path inside ``root`` (read only there)."""
+    if not isinstance(file, str) or not file.strip():
+        raise SchemaError(f"{where}: 'file' must be a non-empty relative path, got {file!r}.")
+    p = Path(file)
+    if p.is_absolute() or ".." in p.parts:
+        raise DataError(
+            f"{where}: entry 'file': {file!r} points outside the clip-art folder {root}; "
+            "entries must be relative paths that stay inside it (no '..', no absolute paths)."
+        )
+    if not (root / p).resolve().is_relative_to(real_root):  # a symbolic link leading out
+        raise DataError(
+            f"{where}: entry 'file': {file!r} resolves outside the clip-art folder {root} "
+            "(through a symbolic link); entries must stay inside it."
+        )
+    return file
+
+
 def clipart_dir() -> Path:
     """The embedded clip-art set of this checkout (``<repo>/data/clipart``; may be absent)."""
     return DEFAULT_ROOT
@@ -32,7 +50,9 @@ def load_clipart(root: Path | str | None = None) -> CaptionedImages:
 
     ``meta[i]`` holds the raw fields of image ``i``: title, keywords, description,
     category (top-level folder), category_path and source (the SVG's path in the
-    Debian package). Images are decoded lazily (``ds.load_image(i)``).
+    Debian package). Images are decoded lazily (``ds.load_image(i)``). The folder
+    is only read: a manifest ``file`` entry that leaves ``root`` (``../``, an
+    absolute path, a symbolic link leading out) raises :class:`DataError`.
     """
     root = Path(root) if root is not None else clipart_dir()
     manifest = root / "manifest.jsonl"
@@ -42,6 +62,7 @@ def load_clipart(root: Path | str | None = None) -> CaptionedImages:
             "repository under data/clipart; pass root= if you moved it, or rebuild it with "
             "scripts/build_clipart.py."
         )
+    real_root = root.resolve()
     ids, images, split, meta, captions, c2i = [], [], [], [], [], []
     with open(manifest, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -61,7 +82,7 @@ def load_clipart(root: Path | str | None = None) -> CaptionedImages:
                 raise SchemaError(f"{manifest}:{lineno}: unknown split {row['split']!r}.")
             i = len(ids)
             ids.append(row["id"])
-            images.append(row["file"])
+            images.append(_inside(root, real_root, row["file"], f"{manifest}:{lineno}"))
             split.append(row["split"])
             meta.append({k: row[k] for k in META_FIELDS})
             captions += row["captions"]

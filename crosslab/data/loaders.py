@@ -269,8 +269,24 @@ def load_coco(
 
 
 # ----- CSV / TSV ----------------------------------------------------------------------------
-_IMAGE_COLS = ("image", "image_path", "image_name", "path", "file", "filename", "file_name", "img")
-_CAPTION_COLS = ("caption", "text", "sentence", "comment", "description", "title")
+_IMAGE_COLS = (
+    "image", "image_path", "image_name", "image_file", "path", "file", "filename", "file_name",
+    "filepath", "file_path", "img", "img_path", "photo", "picture",
+)  # fmt: skip
+_CAPTION_COLS = (
+    "caption", "captions", "text", "sentence", "comment", "description", "title", "label", "alt_text",
+)  # fmt: skip
+
+
+def _names_an_image(root: Path, cell: str) -> bool:
+    """True when a CSV cell is an image path: an image extension, or an existing file under ``root``."""
+    cell = cell.strip()
+    if cell.lower().endswith(IMG_EXTENSIONS):
+        return True
+    p = Path(cell)
+    if not cell or p.is_absolute() or ".." in p.parts:
+        return False  # not looked up here; read as data, _safe_relpath then says why it is refused
+    return (root / p).is_file()
 
 
 def load_csv(
@@ -287,11 +303,15 @@ def load_csv(
     """Load a CSV/TSV of (image path, caption) rows; rows with the same image give several captions.
 
     The delimiter is a tab for ``.tsv``/``.tab`` files, else guessed (comma,
-    tab, semicolon, pipe). A header is recognised when its cells name the
-    columns (``image``/``path``/``filename``..., ``caption``/``text``...) or when
-    the first row's first cell is not an image file name; without a header the
-    first two columns are image and caption. An optional ``split`` column gives
-    the split. ``image_root`` defaults to the file's folder.
+    tab, semicolon, pipe). The first row is a header when ``image_column`` /
+    ``caption_column`` is given; otherwise it is data when its first cell is an
+    image path (an image extension, or an existing file under ``image_root``),
+    and then the first two columns are image and caption; else a header when one
+    of its cells names a column (``image``/``path``/``file``/``filename``...,
+    ``caption``/``text``/``sentence``...). A first row that is neither raises
+    :class:`SchemaError` saying how to mark the header: no row is ever dropped
+    on a guess. An optional ``split`` column gives the split. ``image_root``
+    defaults to the file's folder.
     """
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
@@ -316,9 +336,23 @@ def load_csv(
     if not rows:
         raise SchemaError(f"{src} has no rows.")
     first = [c.strip().lower() for c in rows[0]]
-    named = any(c in _IMAGE_COLS + _CAPTION_COLS for c in first) or image_column or caption_column
-    looks_like_data = first[0].endswith(IMG_EXTENSIONS)
-    header = bool(named) or not looks_like_data
+    known = _IMAGE_COLS + _CAPTION_COLS
+    if image_column is not None or caption_column is not None:
+        header = True  # the caller names the columns
+    elif first[0] not in known and _names_an_image(root, rows[0][0]):
+        header = False  # an image path first, e.g. 'img/0001,a caption that says title'
+    elif any(c in known for c in first):
+        header = True
+    else:
+        raise SchemaError(
+            f"{src}: cannot tell whether the first row {rows[0]!r} is a header or data: none of "
+            f"its cells is a known column name, and its first cell {rows[0][0]!r} is not an image "
+            f"path (no image extension, no such file under {root}). If it is a header, name the "
+            "columns, e.g. 'image,caption' (image column: one of "
+            f"{', '.join(_IMAGE_COLS[:8])}, ...; caption column: one of "
+            f"{', '.join(_CAPTION_COLS[:4])}, ...), or pass image_column= and caption_column=. "
+            "If it is data, its first column must name an image file that exists."
+        )
     if header:
 
         def col(wanted: str | None, candidates: tuple[str, ...], default: int, what: str) -> int:
