@@ -39,8 +39,8 @@ PACKAGES = [
     ("numpy", "numpy", "numpy"),
     ("scikit-learn", "scikit-learn", "sklearn"),
     ("ipywidgets", "ipywidgets", "ipywidgets"),
-    # Version only: importing it pulls in transformers (seconds); lesson 07 imports it when used.
-    ("sentence-transformers", "sentence-transformers", None),
+    ("tokenizers", "tokenizers", "tokenizers"),  # MiniLM's word pieces (crosslab.minilm)
+    ("safetensors", "safetensors", "safetensors"),  # MiniLM's weights
     ("jupyterlab", "jupyterlab", None),  # the server, not needed inside a kernel
 ]
 
@@ -343,7 +343,7 @@ def check_cache() -> Check:
     return Check(item, OK, f"{root} ({len(entries)} entries, {size / 1e6:.1f} MB)")
 
 
-MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "modules.json")
+MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json")
 
 
 def check_minilm(root: Path | None = None) -> Check:

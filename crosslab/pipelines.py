@@ -326,9 +326,10 @@ def _cache_parts(name: str, ds: Any, device: Any) -> dict[str, Any]:
         q = _fusion_queries(ds)
         out["fusion_val"] = "captions" if q is None else sorted(zip(q.texts, map(int, q.targets), strict=True))
     if any(s.text == "minilm" for s in parts):
+        from .minilm import VERSION
         from .text_encoders import _minilm_hash
 
-        out["minilm"] = _minilm_hash()
+        out["minilm"] = [_minilm_hash(), VERSION]
     return out
 
 

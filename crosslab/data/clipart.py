@@ -15,29 +15,12 @@ import numpy as np
 
 from ..errors import DataError, SchemaError
 from .base import SPLITS, CaptionedImages
+from .loaders import _safe_relpath
 
 #: Where the committed set lives: ``<repo>/data/clipart`` next to the package.
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "data" / "clipart"
 META_FIELDS = ("title", "keywords", "description", "category", "category_path", "source")
 _REQUIRED = ("id", "file", "split", "captions", *META_FIELDS)
-
-
-def _inside(root: Path, real_root: Path, file: object, where: str) -> str:
-    """The manifest's ``file`` entry, checked to name a path inside ``root`` (read only there)."""
-    if not isinstance(file, str) or not file.strip():
-        raise SchemaError(f"{where}: 'file' must be a non-empty relative path, got {file!r}.")
-    p = Path(file)
-    if p.is_absolute() or ".." in p.parts:
-        raise DataError(
-            f"{where}: entry 'file': {file!r} points outside the clip-art folder {root}; "
-            "entries must be relative paths that stay inside it (no '..', no absolute paths)."
-        )
-    if not (root / p).resolve().is_relative_to(real_root):  # a symbolic link leading out
-        raise DataError(
-            f"{where}: entry 'file': {file!r} resolves outside the clip-art folder {root} "
-            "(through a symbolic link); entries must stay inside it."
-        )
-    return file
 
 
 def clipart_dir() -> Path:
@@ -62,7 +45,6 @@ def load_clipart(root: Path | str | None = None) -> CaptionedImages:
             "repository under data/clipart; pass root= if you moved it, or rebuild it with "
             "scripts/build_clipart.py."
         )
-    real_root = root.resolve()
     ids, images, split, meta, captions, c2i = [], [], [], [], [], []
     with open(manifest, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -82,7 +64,7 @@ def load_clipart(root: Path | str | None = None) -> CaptionedImages:
                 raise SchemaError(f"{manifest}:{lineno}: unknown split {row['split']!r}.")
             i = len(ids)
             ids.append(row["id"])
-            images.append(_inside(root, real_root, row["file"], f"{manifest}:{lineno}"))
+            images.append(_safe_relpath(root, row["file"], f"{manifest}:{lineno}", "clip-art folder"))
             split.append(row["split"])
             meta.append({k: row[k] for k in META_FIELDS})
             captions += row["captions"]

@@ -64,19 +64,21 @@ def _read_json(path: Path) -> Any:
         ) from None
 
 
-def _safe_relpath(root: Path, rel: Any, source: str) -> str:
-    """Check that ``rel`` names a file inside ``root``; return it as a POSIX relative path."""
+def _safe_relpath(root: Path, rel: Any, source: str, folder: str = "dataset folder") -> str:
+    """Check that ``rel`` names a file inside ``root`` (a user's folders are only read, and only
+    there); return it as a POSIX relative path. ``folder`` says what ``root`` is, for messages."""
     if not isinstance(rel, str) or not rel.strip():
-        raise SchemaError(f"{source}: image path must be a non-empty string, got {rel!r}.")
+        raise SchemaError(f"{source}: image path must be a non-empty relative path, got {rel!r}.")
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts:
         raise DataError(
-            f"{source}: image path {rel!r} points outside the dataset folder {root}; "
-            "paths must be relative and stay inside it."
+            f"{source}: image path {rel!r} points outside the {folder} {root}; "
+            "paths must be relative and stay inside it (no '..', no absolute paths)."
         )
     full = (root / p).resolve()
     if not full.is_relative_to(root.resolve()):  # a symbolic link leading out
-        raise DataError(f"{source}: image path {rel!r} resolves outside the dataset folder {root}.")
+        raise DataError(f"{source}: image path {rel!r} resolves outside the {folder} {root} "
+                        "(through a symbolic link).")
     return p.as_posix()
 
 
