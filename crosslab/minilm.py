@@ -53,6 +53,10 @@ class MiniLM:
         """The word-piece ids of ``text`` without the [CLS] / [SEP] markers."""
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
+    def tokens(self, text: str) -> list[str]:
+        """The word pieces of ``text`` as strings (``snowboarder`` -> ``snow ##board ##er``)."""
+        return self.tokenizer.encode(text, add_special_tokens=False).tokens
+
     def _ln(self, x: torch.Tensor, name: str) -> torch.Tensor:
         return F.layer_norm(x, x.shape[-1:], self.w[f"{name}.weight"], self.w[f"{name}.bias"], self.eps)
 
