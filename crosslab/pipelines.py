@@ -30,7 +30,7 @@ from .errors import CrosslabError, ModelError
 from .pipeline import FusionPipeline, Pipeline, Retriever
 
 __all__ = ["Spec", "PIPELINES", "FITTERS", "list_pipelines", "get_spec", "create_pipeline", "features",
-           "Features", "SplitFeatures", "DEFAULT_PIPELINE", "LESSON05", "LESSON07", "split_rows"]
+           "Features", "SplitFeatures", "DEFAULT_PIPELINE", "APP_PIPELINES", "LESSON05", "LESSON07", "split_rows"]
 
 #: Bump when a change to fitting changes what a name gives: cached pipelines are then refitted.
 PIPELINE_VERSION = 1
@@ -108,8 +108,10 @@ LESSON05 = ("random", "cca (sklearn)", "regularised cca", "mlp infonce", "mlp hi
             "linear+cca init max_violation", "mlp bce")
 LESSON07 = ("random", "cca+glove", "cca+minilm", "mlp+minilm", "conse+glove", "conse+minilm",
             "fusion(cca+glove,conse+glove)", "fusion(cca+minilm,conse+minilm)", "fusion(mlp+minilm,conse+minilm)")
-#: What the command line and the apps open on.
+#: What the command line opens on (the best on val of lesson 06's choice).
 DEFAULT_PIPELINE = "mlp+minilm"
+#: The choice in lesson 06's search apps.
+APP_PIPELINES = ("mlp+minilm", "cca+glove", "cca+minilm", "conse+minilm", "fusion(mlp+minilm,conse+minilm)")
 
 
 def list_pipelines() -> list[str]:

@@ -46,6 +46,13 @@ def lab(tmp_path_factory):
         pytest.skip(f"{CHROMIUM} not found: install it with `apt-get install -y chromium` "
                     "(.ci/run does this) to run the browser test")
     pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    # Fit (or load) the lesson's pipelines first, untimed, as the lessons before it would have: the
+    # test is about the page, and a cold cache on a busy 2-core machine takes minutes.
+    import crosslab as cl
+
+    ds = cl.data.load_clipart()
+    for name in cl.pipelines.APP_PIPELINES:
+        cl.create_pipeline(name, ds, progress=False).search("warm", k=1)
     root = tmp_path_factory.mktemp("lab")
     nbdir = root / "notebooks"
     shutil.copytree(ROOT / "notebooks", nbdir)
@@ -132,6 +139,12 @@ def test_search_app_in_a_real_browser(lab):
             page.wait_for_function(
                 "() => { const m = document.querySelector('.crosslab-t2i-message');"
                 " return m && m.innerText.includes('type a few words'); }",
+                timeout=RUN_ALL_TIMEOUT_MS,
+            )
+            # ... and the kernel has finished the last cell (no update of the app is still queued).
+            page.wait_for_function(
+                "() => document.querySelector('.jp-StatusBar-Widget, #jp-main-statusbar')"
+                " && document.querySelector('#jp-main-statusbar').innerText.includes('Idle')",
                 timeout=RUN_ALL_TIMEOUT_MS,
             )
             results = page.locator(".crosslab-t2i-results img")
