@@ -76,9 +76,9 @@ def render(res: dict[str, Any]) -> str:
     lines += _table(["device", "n", "GFLOP/s", "repeats"],
                     [[p["device"], p["n"], p["gflops"], p["repeats"]] for p in res["peak"].values()])
     if res["quick"]:
-        lines += ["## Goals (issue 8)", "", "Not judged in quick mode.", ""]
+        lines += ["## Goals", "", "Not judged in quick mode.", ""]
     elif goals := res.get("goals"):
-        lines += ["## Goals (issue 8)", ""]
+        lines += ["## Goals", ""]
         lines += _table(["goal", "measured", "met"],
                         [[g["goal"], g["measured"], "✅" if g["met"] else "❌"] for g in goals])
     lines += _search(res)

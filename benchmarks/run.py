@@ -174,7 +174,7 @@ def run_extraction(quick: bool, devs: list[torch.device]) -> dict[str, Any]:
 
 
 def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 8's goals, each with the figure measured in this run and whether it was met."""
+    """The speed and memory goals (issues 8 and 14), each with the figure measured in this run and whether it was met."""
     out: list[dict[str, Any]] = []
     search = res.get("search") or []
     big = max((r["n"] for r in search), default=None)
