@@ -126,6 +126,47 @@ def evaluate(
     return out
 
 
+# ----------------------------------------------------------------------------- uncertainty
+def bootstrap_ci(r: np.ndarray, k: int = 10, *, n_boot: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of R@``k`` (in %) over the queries whose ranks are ``r``.
+
+    The queries (captions for text->image, images for image->text) are drawn with
+    replacement ``n_boot`` times (seeded); the interval holds the middle ``level`` of the
+    resampled R@K. It says how much R@K would move on another draw of queries like these.
+    """
+    hit = _hits(r, k)
+    idx = np.random.default_rng(seed).integers(0, len(hit), size=(n_boot, len(hit)))
+    boot = 100.0 * hit[idx].mean(1)
+    a = (1 - level) / 2
+    return float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a))
+
+
+def paired_bootstrap(r_a: np.ndarray, r_b: np.ndarray, k: int = 10, *, n_boot: int = 1000,
+                     level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """The difference R@``k``(a) - R@``k``(b) in points, for two models ranked on the same queries.
+
+    The same resampled queries score both models (paired), so what the two have in
+    common cancels and the interval is narrower than two separate ones. ``real`` is True
+    when the interval excludes 0: the difference is unlikely to be noise of the query draw.
+    """
+    a, b = _hits(r_a, k), _hits(r_b, k)
+    if a.shape != b.shape:
+        raise ShapeError(f"paired ranks must cover the same queries: {a.shape} vs {b.shape}.")
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    boot = 100.0 * (a[idx].mean(1) - b[idx].mean(1))
+    q = (1 - level) / 2
+    low, high = float(np.quantile(boot, q)), float(np.quantile(boot, 1 - q))
+    return {"diff": 100.0 * float(a.mean() - b.mean()), "low": low, "high": high, "real": bool(low > 0 or high < 0)}
+
+
+def _hits(r: np.ndarray, k: int) -> np.ndarray:
+    r = np.asarray(r)
+    if r.ndim != 1 or len(r) == 0:
+        raise ShapeError(f"ranks must be a non-empty 1-D array, got shape {r.shape}.")
+    return (r <= k).astype(np.float64)
+
+
 ROW_KEYS = (
     "name", "kind", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr",
     "i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "rsum",
@@ -147,8 +188,8 @@ def results_table(rows: Iterable[dict[str, Any]]):
     return pd.DataFrame(list(rows), columns=list(ROW_KEYS)).set_index("name")
 
 
-def evaluate_pipeline(p: Any, ds: Any, split: str = "test", ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """:func:`evaluate`'s metrics for a pipeline on one split of ``ds``, both directions.
+def pipeline_ranks(p: Any, ds: Any, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """The ``(t2i, i2t)`` ranks (see :func:`ranks`) of a pipeline on one split of ``ds``.
 
     Text->image ranks come from scores z-scored (for a fusion) over the images of each
     caption (``axis=1``), image->text from scores over the captions of each image (``axis=0``);
@@ -160,6 +201,12 @@ def evaluate_pipeline(p: Any, ds: Any, split: str = "test", ks: Sequence[int] = 
     T, V = p.encode_text(ds, rows=caps), p.encode_image(ds, rows=imgs)
     t2i, _ = ranks(p.score(T, V, axis=1), c2i)
     _, i2t = ranks(p.score(T, V, axis=0), c2i)
+    return t2i, i2t
+
+
+def evaluate_pipeline(p: Any, ds: Any, split: str = "test", ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """:func:`evaluate`'s metrics for a pipeline on one split of ``ds``, both directions."""
+    t2i, i2t = pipeline_ranks(p, ds, split)
     out = rank_metrics(t2i, ks, "t2i_") | rank_metrics(i2t, ks, "i2t_")
     out["rsum"] = float(sum(out[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in ks))
     return out
@@ -182,6 +229,11 @@ def query_ranks(p: Any, ds: Any, queries: Any, split: str = "test") -> np.ndarra
     return ranks(S, targets)[0]
 
 
+def _ci(r: np.ndarray) -> list[float]:
+    """The 95 % bootstrap interval of R@10 for a table row, rounded like the row."""
+    return [round(v, 2) for v in bootstrap_ci(r, 10)]
+
+
 def _choice(p: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in p.choice.items() if k in ("reg", "T", "temperature", "w"))
 
@@ -190,7 +242,8 @@ def run(names: Sequence[str], ds: Any = None, *, split: str = "test", queries: S
         people: Any = None, progress: bool = True, device: Any = None, cache: bool = True) -> list[dict[str, Any]]:
     """Create each named pipeline (fitted on train, chosen on val) and score ``split`` once: table rows.
 
-    Rows have :data:`ROW_KEYS` plus ``queries``, ``n_queries``, ``choice`` (what val chose),
+    Rows have :data:`ROW_KEYS` plus ``t2i_r10_ci`` / ``i2t_r10_ci`` (95 % bootstrap intervals,
+    ``[low, high]``, :func:`bootstrap_ci`), ``queries``, ``n_queries``, ``choice`` (what val chose),
     ``seconds`` (creating and scoring; a cached pipeline takes a second) and ``cached``.
 
     * ``"captions"``: the split's own captions, both directions.
@@ -223,9 +276,11 @@ def run(names: Sequence[str], ds: Any = None, *, split: str = "test", queries: S
         p = made[name] = create_pipeline(name, ds, device=device, cache=cache, progress=progress)
         extra = {"choice": _choice(p), "cached": bool(getattr(p.cache_info_, "hit", False))}
         if "captions" in queries:
-            row = metrics_row(name, p.kind, evaluate_pipeline(p, ds, split))
-            n = int(np.isin(ds.caption_to_image, np.flatnonzero(ds.split == split)).sum())
-            rows.append(row | {"queries": "captions", "n_queries": n} | extra)
+            t2i, i2t = pipeline_ranks(p, ds, split)
+            m = rank_metrics(t2i, (1, 5, 10), "t2i_") | rank_metrics(i2t, (1, 5, 10), "i2t_")
+            m["rsum"] = float(sum(m[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in (1, 5, 10)))
+            row = metrics_row(name, p.kind, m) | {"t2i_r10_ci": _ci(t2i), "i2t_r10_ci": _ci(i2t)}
+            rows.append(row | {"queries": "captions", "n_queries": len(t2i)} | extra)
         if "people" in queries:
             per_query[name] = query_ranks(p, ds, people, split)
         extra["seconds"] = round(time.perf_counter() - t0, 2)
@@ -241,10 +296,11 @@ def run(names: Sequence[str], ds: Any = None, *, split: str = "test", queries: S
                 m = rank_metrics(per_query[name][sel], (1, 5, 10), "t2i_")
                 row: dict[str, Any] = {k: None for k in ROW_KEYS} | {"name": name, "kind": made[name].kind}
                 row |= {k: round(float(m[k]), 2) for k in ("t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr")}
+                row |= {"t2i_r10_ci": _ci(per_query[name][sel]), "i2t_r10_ci": None}
                 rows.append(row | {"queries": label, "n_queries": int(sel.sum()), "choice": _choice(made[name]),
                                    "cached": bool(getattr(made[name].cache_info_, "hit", False))})
     return rows
 
 
-__all__ = ["ranks", "rank_metrics", "evaluate", "evaluate_pipeline", "query_ranks", "run", "metrics_row",
-           "results_table", "ROW_KEYS"]
+__all__ = ["ranks", "rank_metrics", "evaluate", "evaluate_pipeline", "pipeline_ranks", "query_ranks", "run",
+           "bootstrap_ci", "paired_bootstrap", "metrics_row", "results_table", "ROW_KEYS"]

@@ -40,7 +40,11 @@ def test_cli_json_on_scenes(capsys):
     rows = json.loads(out)
     assert [r["name"] for r in rows] == ["random", "cca+glove"]
     assert [r["kind"] for r in rows] == ["random", "cca"]
-    assert all(list(r) == [*ROW_KEYS, "queries"] for r in rows)
+    assert all(list(r) == [*ROW_KEYS, "t2i_r10_ci", "i2t_r10_ci", "queries", "n_queries"] for r in rows)
+    for r in rows:  # 95 % intervals hold the point estimate
+        for d in ("t2i", "i2t"):
+            low, high = r[f"{d}_r10_ci"]
+            assert 0 <= low <= r[f"{d}_r10"] <= high <= 100
     assert all(r["queries"] == "captions" for r in rows)
     for r in rows:
         for d in ("t2i", "i2t"):

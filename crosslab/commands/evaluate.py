@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     names = args.pipeline or (LESSON07 if people else LESSON05)
     rows = run(names, ds, queries=(args.queries,), progress=not args.quiet and not args.json, device=args.device)
     if args.json:
-        json.dump([{k: r[k] for k in (*ROW_KEYS, "queries")} for r in rows], sys.stdout, indent=1)
+        keys = (*ROW_KEYS, "t2i_r10_ci", "i2t_r10_ci", "queries", "n_queries")
+        json.dump([{k: r[k] for k in keys} for r in rows], sys.stdout, indent=1)
         print()
         return 0
     import pandas as pd
