@@ -100,6 +100,12 @@ def _is_dataset(x: Any) -> bool:
     return hasattr(x, "captions") and hasattr(x, "caption_to_image") and hasattr(x, "fingerprint")
 
 
+def _first_caption(gallery: Any, i: int) -> str:
+    """Image ``i``'s first caption, or its id when it has none (a folder of pictures)."""
+    caps = gallery.image_captions(i)
+    return caps[0] if caps else str(gallery.ids[i])
+
+
 def _image_path(gallery: Any, i: int) -> str | None:
     ref = gallery.images[i]
     if isinstance(ref, str | Path):
@@ -165,7 +171,7 @@ class Retriever:
         S = self.score(self.encode_text(query), self.encode_image(g), axis=1, metric=metric,
                        temperature=temperature)
         vals, ids = topk(S, min(int(k), S.shape[1]))
-        return [Hit(int(i), float(v), g.image_captions(int(i))[0], int(i), _image_path(g, int(i)))
+        return [Hit(int(i), float(v), _first_caption(g, int(i)), int(i), _image_path(g, int(i)))
                 for v, i in zip(vals[0], ids[0], strict=True)]
 
     def describe(self, image: Any, k: int = 5, gallery: Any = None, *, metric: str | None = None,

@@ -327,7 +327,7 @@ def default_choices(gallery: CaptionedImages, n_gallery: int = 4) -> list[tuple[
     test = np.flatnonzero(gallery.split == "test") if gallery.split is not None else []
     pick = test[:: max(1, len(test) // n_gallery)][:n_gallery] if len(test) else range(min(n_gallery, len(gallery)))
     for i in pick:
-        label = gallery.image_captions(int(i))[0][:28] if gallery.n_captions else str(gallery.ids[int(i)])
+        label = (gallery.image_captions(int(i)) or [str(gallery.ids[int(i)])])[0][:28]
         out.append((label, gallery.load_image(int(i))))
     # Dropdown labels must be unique.
     seen: dict[str, int] = {}

@@ -308,3 +308,13 @@ def test_a_cached_pipeline_searches_without_the_cnn(ds, cca, monkeypatch):
     assert [(h.id, h.score) for h in fresh.search("a red circle", k=5)] == want
     with pytest.raises(AssertionError, match="CNN was built"):  # another head: its own gallery entry
         changed.search("a red circle", k=5)
+
+
+def test_search_a_gallery_whose_images_have_no_captions(ds, cca):
+    """A folder of pictures has no captions: hits show the image's id instead."""
+    bare = ds.select(np.arange(len(ds)))
+    bare = type(bare)(name=bare.name, ids=bare.ids, images=bare.images, captions=[],
+                      caption_to_image=np.zeros(0, dtype=np.int64), split=bare.split, root=bare.root)
+    hits = cca.search("a red circle", k=3, gallery=bare)
+    assert [h.id for h in hits] == [h.id for h in cca.search("a red circle", k=3)]
+    assert all(h.caption == bare.ids[h.image] for h in hits)
