@@ -141,10 +141,12 @@ def test_search_app_in_a_real_browser(lab):
                 " return m && m.innerText.includes('type a few words'); }",
                 timeout=RUN_ALL_TIMEOUT_MS,
             )
-            # ... and the kernel has finished the last cell (no update of the app is still queued).
+            # ... and every code cell has run: each prompt shows its execution count, none "[ ]" or
+            # "[*]" (the app says "type a few words" already when it first appears, and the checks
+            # cell still changes the query after that; typing before it ends would race it).
             page.wait_for_function(
-                "() => document.querySelector('.jp-StatusBar-Widget, #jp-main-statusbar')"
-                " && document.querySelector('#jp-main-statusbar').innerText.includes('Idle')",
+                "() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
+                ".map(e => e.innerText.trim()); return p.length > 0 && p.every(t => /^\\[\\d+\\]:?$/.test(t)); }",
                 timeout=RUN_ALL_TIMEOUT_MS,
             )
             results = page.locator(".crosslab-t2i-results img")
