@@ -87,6 +87,13 @@ def rank_metrics(r: np.ndarray, ks: Sequence[int] = (1, 5, 10), prefix: str = ""
     return out
 
 
+def both_directions(t2i: np.ndarray, i2t: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """:func:`rank_metrics` of both directions (``t2i_``, ``i2t_`` keys) plus ``rsum``, the sum of the R@K."""
+    out = rank_metrics(t2i, ks, "t2i_") | rank_metrics(i2t, ks, "i2t_")
+    out["rsum"] = float(sum(out[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in ks))
+    return out
+
+
 def evaluate(
     source: Any,
     caption_to_image: Any,
@@ -121,9 +128,7 @@ def evaluate(
     else:
         S = source
     t2i, i2t = ranks(S, caption_to_image)
-    out = rank_metrics(t2i, ks, "t2i_") | rank_metrics(i2t, ks, "i2t_")
-    out["rsum"] = float(sum(out[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in ks))
-    return out
+    return both_directions(t2i, i2t, ks)
 
 
 # ----------------------------------------------------------------------------- uncertainty
@@ -207,9 +212,7 @@ def pipeline_ranks(p: Any, ds: Any, split: str = "test") -> tuple[np.ndarray, np
 def evaluate_pipeline(p: Any, ds: Any, split: str = "test", ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """:func:`evaluate`'s metrics for a pipeline on one split of ``ds``, both directions."""
     t2i, i2t = pipeline_ranks(p, ds, split)
-    out = rank_metrics(t2i, ks, "t2i_") | rank_metrics(i2t, ks, "i2t_")
-    out["rsum"] = float(sum(out[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in ks))
-    return out
+    return both_directions(t2i, i2t, ks)
 
 
 def query_ranks(p: Any, ds: Any, queries: Any, split: str = "test") -> np.ndarray:
@@ -277,9 +280,7 @@ def run(names: Sequence[str], ds: Any = None, *, split: str = "test", queries: S
         extra = {"choice": _choice(p), "cached": bool(getattr(p.cache_info_, "hit", False))}
         if "captions" in queries:
             t2i, i2t = pipeline_ranks(p, ds, split)
-            m = rank_metrics(t2i, (1, 5, 10), "t2i_") | rank_metrics(i2t, (1, 5, 10), "i2t_")
-            m["rsum"] = float(sum(m[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in (1, 5, 10)))
-            row = metrics_row(name, p.kind, m) | {"t2i_r10_ci": _ci(t2i), "i2t_r10_ci": _ci(i2t)}
+            row = metrics_row(name, p.kind, both_directions(t2i, i2t)) | {"t2i_r10_ci": _ci(t2i), "i2t_r10_ci": _ci(i2t)}
             rows.append(row | {"queries": "captions", "n_queries": len(t2i)} | extra)
         if "people" in queries:
             per_query[name] = query_ranks(p, ds, people, split)
@@ -302,5 +303,5 @@ def run(names: Sequence[str], ds: Any = None, *, split: str = "test", queries: S
     return rows
 
 
-__all__ = ["ranks", "rank_metrics", "evaluate", "evaluate_pipeline", "pipeline_ranks", "query_ranks", "run",
+__all__ = ["ranks", "rank_metrics", "both_directions", "evaluate", "evaluate_pipeline", "pipeline_ranks", "query_ranks", "run",
            "bootstrap_ci", "paired_bootstrap", "metrics_row", "results_table", "ROW_KEYS"]
