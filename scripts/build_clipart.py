@@ -29,10 +29,15 @@ Pipeline (the rules are listed again, with counts, in ``data/README.md``):
    GloVe words);
 5. captions per image: the cleaned title; the title with its keywords phrased
    as a sentence; the description when it is real, specific text;
-6. split train/val/test 70/10/20 per top-level category, ordered by a hash of
-   the source path;
-7. rasterise with ``rsvg-convert`` to fit SIZE x SIZE, composite on white,
-   centre on a white square, save as an 8-bit RGB PNG (lossless; no text chunks).
+6. rasterise with ``rsvg-convert`` to fit SIZE x SIZE, composite on white,
+   centre on a white square, save as an 8-bit RGB PNG (lossless; no text chunks);
+7. dedupe on what is drawn, across the whole set: identical PNGs, then near-identical
+   renders (``crosslab.data.dedupe``: 32 x 32 colour thumbnails whose ink differs by at
+   most ``dedupe.THRESHOLD``), keeping the first path in sorted order of each group; the
+   pairs and their distances go to ``build.json`` (a partial ``--only`` build reads them
+   from the committed ``build.json`` instead of rendering everything);
+8. split train/val/test 70/10/20 per top-level category, ordered by a hash of
+   the source path; after the dedupe, so no drawing has a copy on the other side.
 """
 
 from __future__ import annotations
@@ -52,11 +57,15 @@ from pathlib import Path
 
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from crosslab.data import dedupe  # noqa: E402  (numpy + Pillow only)
+
 SRC = Path("/usr/share/openclipart/svg")
 OUT = Path(__file__).resolve().parents[1] / "data" / "clipart"
 SIZE = 144
 PNG = {"optimize": True}  # lossless; zlib at its highest compression, no text chunks or dates
-RULES_VERSION = 1
+RULES_VERSION = 2  # 2: dedupe on the rendered pictures before the split
+DEDUPE_SIZE = 144  # pictures are compared at this render size whatever --size is
 SPLIT_FRACTIONS = {"test": 0.2, "val": 0.1}  # the rest is train
 MAX_SHARED = 3  # a title (or description) shared by more drawings is a collection name
 
@@ -436,6 +445,49 @@ def render(svg: Path, size: int) -> bytes:
     return buf.getvalue()
 
 
+LOOKED_AT = 0.07  # pairs up to this distance were looked at; those above the threshold are kept
+
+
+def find_duplicates(items: list[dict], rendered: dict[str, bytes]) -> list[dict]:
+    """Dedupe record: every item removed (with the item kept and their distance), plus the
+    pairs looked at above the threshold and kept. Items are in sorted source order; each
+    group of identical or near-identical pictures keeps its first member."""
+    sources = [it["source"] for it in items]
+    thumbs = dedupe.thumbnails(io.BytesIO(rendered[s]) for s in sources)
+    shas = [hashlib.sha256(rendered[s]).hexdigest() for s in sources]
+    close = dedupe.near_pairs(thumbs, LOOKED_AT)
+    near = [(i, j, d) for i, j, d in close if d <= dedupe.THRESHOLD]
+    exact: list[tuple[int, int, float]] = []  # identical bytes (also distance 0)
+    first: dict[str, int] = {}
+    for k, h in enumerate(shas):
+        if h in first:
+            exact.append((first[h], k, 0.0))
+        else:
+            first[h] = k
+    title = {s: it["captions"][0] for s, it in zip(sources, items, strict=True)}
+    record = []
+    gone: set[int] = set()
+    for group in dedupe.groups(near + exact, len(items)):
+        gone.update(group[1:])
+    for group in dedupe.groups(near + exact, len(items)):
+        keep = group[0]
+        for k in group[1:]:
+            d = float(dedupe.distances_to(thumbs, keep, [k])[0])
+            record.append({
+                "kept": sources[keep], "removed": sources[k], "distance": round(d, 4),
+                "reason": "identical PNG" if shas[k] == shas[keep] else "near-identical render",
+                "kept_title": title[sources[keep]], "removed_title": title[sources[k]],
+            })
+    for i, j, d in close:  # looked at, judged different drawings, both still in the set
+        if d > dedupe.THRESHOLD and i not in gone and j not in gone:
+            record.append({
+                "kept": sources[i], "also_kept": sources[j], "distance": round(d, 4),
+                "reason": "kept both", "kept_title": title[sources[i]],
+                "also_kept_title": title[sources[j]],
+            })
+    return sorted(record, key=lambda r: (r["reason"] == "kept both", r["distance"], r["kept"]))
+
+
 def tool_versions() -> dict:
     def run(cmd: list[str]) -> str:
         try:
@@ -498,8 +550,62 @@ def main(argv: list[str] | None = None) -> int:
     n_before = len(items)
     items = [it for it in items if it["source"] not in UNRENDERABLE]
     dropped["rsvg-convert cannot render it, or it renders blank"] = n_before - len(items)
-    assign_splits(items)
     items.sort(key=lambda it: it["source"])
+
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # the build needs only Pillow and numpy; tqdm is a nicety
+
+        def tqdm(x, **_):
+            return x
+
+    def render_all(chosen: list[dict], size: int, desc: str) -> dict[str, bytes] | None:
+        def work(it: dict) -> tuple[dict, bytes | None, str]:
+            try:
+                return it, render(args.src / it["source"], size), ""
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                return it, None, str(e)
+
+        out, failures = {}, []
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for it, data, err in tqdm(pool.map(work, chosen), total=len(chosen), desc=desc):
+                if data is None:
+                    failures.append(f"{it['source']}: {err}")
+                else:
+                    out[it["source"]] = data
+        if failures:
+            print(
+                "these files failed to render; the output would not match the committed set "
+                "(add them to UNRENDERABLE if your librsvg really cannot draw them):",
+                file=sys.stderr,
+            )
+            print("\n".join(failures), file=sys.stderr)
+            return None
+        return out
+
+    # 7. dedupe on what is drawn, before the split
+    rendered: dict[str, bytes] = {}
+    if args.only:  # a partial build takes the full build's decisions instead of rendering all
+        committed = OUT / "build.json"
+        try:
+            duplicates = json.loads(committed.read_text(encoding="utf-8"))["duplicates"]
+        except (OSError, ValueError, KeyError) as e:
+            print(f"{committed}: no dedupe record ({e}); run a full build first", file=sys.stderr)
+            return 2
+    else:
+        got = render_all(items, DEDUPE_SIZE, f"rasterise at {DEDUPE_SIZE} px for the dedupe")
+        if got is None:
+            return 1
+        rendered = got
+        duplicates = find_duplicates(items, rendered)
+    removed = {d["removed"]: d["reason"] for d in duplicates if d["reason"] != "kept both"}
+    for reason in ("identical PNG", "near-identical render"):
+        dropped[f"same drawing as an earlier file: {reason}"] = sum(
+            r == reason for r in removed.values()
+        )
+    items = [it for it in items if it["source"] not in removed]
+
+    assign_splits(items)
     for it in items:
         it["file"] = f"images/{it['id']}.png"
 
@@ -515,35 +621,15 @@ def main(argv: list[str] | None = None) -> int:
             if old.name not in keep:
                 old.unlink()
 
-    def work(it: dict) -> tuple[dict, bytes | None, str]:
-        try:
-            return it, render(args.src / it["source"], args.size), ""
-        except (RuntimeError, subprocess.TimeoutExpired) as e:
-            return it, None, str(e)
-
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # the build needs only Pillow; tqdm is a nicety
-
-        def tqdm(x, **_):
-            return x
-
-    failures = []
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for it, data, err in tqdm(pool.map(work, chosen), total=len(chosen), desc="rasterise"):
-            if data is None:
-                failures.append(f"{it['source']}: {err}")
-                continue
-            (images / f"{it['id']}.png").write_bytes(data)
-            it["sha256"] = hashlib.sha256(data).hexdigest()
-    if failures:
-        print(
-            "these files failed to render; the output would not match the committed set "
-            "(add them to UNRENDERABLE if your librsvg really cannot draw them):",
-            file=sys.stderr,
-        )
-        print("\n".join(failures), file=sys.stderr)
-        return 1
+    if args.size != DEDUPE_SIZE or args.only:
+        got = render_all(chosen, args.size, f"rasterise at {args.size} px")
+        if got is None:
+            return 1
+        rendered = got
+    for it in chosen:
+        data = rendered[it["source"]]
+        (images / f"{it['id']}.png").write_bytes(data)
+        it["sha256"] = hashlib.sha256(data).hexdigest()
     if args.only:  # sha256 of the images not rendered this time is unknown
         for it in items:
             it.setdefault("sha256", "")
@@ -562,6 +648,14 @@ def main(argv: list[str] | None = None) -> int:
         "n_items": len(items),
         "n_captions": sum(len(it["captions"]) for it in items),
         "dropped": dict(sorted(dropped.items())),
+        "dedupe": {
+            "method": "identical PNG bytes, then crosslab.data.dedupe: 32 x 32 colour "
+            "thumbnails on white, summed |ink difference| / larger ink total",
+            "render_size": DEDUPE_SIZE,
+            "threshold": dedupe.THRESHOLD,
+            "looked_at_up_to": LOOKED_AT,
+        },
+        "duplicates": duplicates,
         "counts": {c: dict(sorted(v.items())) for c, v in sorted(counts.items())},
         "tools": tool_versions(),
     }

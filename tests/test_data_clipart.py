@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crosslab.data import load_clipart
+from crosslab.data import dedupe, load_clipart
 from crosslab.data.clipart import DEFAULT_ROOT
 from crosslab.errors import DataError, SchemaError
 
@@ -90,6 +90,34 @@ def test_fixed_split_proportions_and_stratification(ds):
 def test_split_subsets(ds):
     assert len(ds.train) + len(ds.val) + len(ds.test) == len(ds)
     assert set(ds.test.ids).isdisjoint(ds.train.ids)
+
+
+def test_no_drawing_on_both_sides_of_a_split(ds):
+    """No two pictures in different splits are identical or near-identical (crosslab.data.dedupe)."""
+    sha = [json.loads(line)["sha256"] for line in (DEFAULT_ROOT / "manifest.jsonl").open()]
+    by_sha: dict[str, set] = {}
+    for h, s in zip(sha, ds.split, strict=True):
+        by_sha.setdefault(h, set()).add(s)
+    assert all(len(v) == 1 for v in by_sha.values())
+    thumbs = dedupe.thumbnails(ds.root / f for f in ds.images)
+    pairs = dedupe.cross_split_pairs(thumbs, ds.split)
+    assert pairs == [], [(ds.ids[i], ds.ids[j], d) for i, j, d in pairs]
+
+
+def test_dedupe_record_agrees_with_the_manifest(ds):
+    """build.json lists each removed drawing with the one kept; none removed is in the set."""
+    build = json.loads((DEFAULT_ROOT / "build.json").read_text())
+    sources = {m["source"] for m in ds.meta}
+    removed = [d for d in build["duplicates"] if d["reason"] != "kept both"]
+    assert removed and all(d["removed"] not in sources and d["kept"] in sources for d in removed)
+    assert all(d["distance"] <= build["dedupe"]["threshold"] for d in removed)
+    kept_both = [d for d in build["duplicates"] if d["reason"] == "kept both"]
+    assert all(build["dedupe"]["threshold"] < d["distance"] <= build["dedupe"]["looked_at_up_to"]
+               and {d["kept"], d["also_kept"]} <= sources for d in kept_both)
+    n = Counter(d["reason"] for d in removed)
+    assert build["dropped"]["same drawing as an earlier file: identical PNG"] == n["identical PNG"]
+    assert (build["dropped"]["same drawing as an earlier file: near-identical render"]
+            == n["near-identical render"])
 
 
 def test_missing_or_bad_manifest(tmp_path):
@@ -197,5 +225,6 @@ def test_rebuild_matches_committed(tmp_path):
             assert {**new, "sha256": old["sha256"]} == old
     built = json.loads((out / "build.json").read_text())
     ref = json.loads((DEFAULT_ROOT / "build.json").read_text())
-    for key in ("n_items", "n_captions", "dropped", "counts", "size", "format", "rules_version"):
+    for key in ("n_items", "n_captions", "dropped", "counts", "size", "format", "rules_version",
+                "duplicates", "dedupe"):
         assert built[key] == ref[key], key
