@@ -8,13 +8,15 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8888
 export VENV PYTHON
 
-.PHONY: help setup lab test lint unit nbval course notebooks bench lock-env clean
+.PHONY: help setup lab test lint unit nbval course notebooks results docs bench lock-env clean
 
 help:
 	@echo "make lab       start JupyterLab on the course (sets up .venv on first use)"
 	@echo "make test      ruff + unit tests + nbval over every notebook"
 	@echo "make course    run every lesson headless, in order, and time it"
 	@echo "make notebooks re-execute the lessons in place (authors: commit the outputs)"
+	@echo "make results   score the named pipelines once on test (docs/results/experiments.json), render the docs"
+	@echo "make docs      re-render every generated table of the docs from its JSON"
 	@echo "make bench     run benchmarks/ and write benchmarks/RESULTS.md"
 
 setup:
@@ -42,6 +44,13 @@ course: setup
 
 notebooks: setup
 	$(PY) scripts/run_course.py --inplace
+
+results: setup
+	$(PY) scripts/experiments.py
+	$(PY) scripts/render_docs.py
+
+docs: setup
+	$(PY) scripts/render_docs.py
 
 bench: setup
 	$(PY) -m benchmarks.run

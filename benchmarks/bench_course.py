@@ -1,7 +1,9 @@
 """Seconds per lesson, read from what ``make course`` (scripts/run_course.py) recorded.
 
 The course is timed by the script that runs it; this module only reads
-``build/course/timings.json`` and normalises it to rows of
+``docs/results/course_timings.json`` — written by ``scripts/run_course.py --cold-warm
+--readme`` only after a *full* run in which every lesson passed, so a partial run can never
+supply the table — and normalises it to rows of
 ``{"lesson", "cold_s", "warm_s"}``. Nothing is re-run here: executing every lesson
 belongs to ``make course``, not to a benchmark.
 """
@@ -12,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-TIMINGS = Path(__file__).resolve().parent.parent / "build" / "course" / "timings.json"
+TIMINGS = Path(__file__).resolve().parent.parent / "docs" / "results" / "course_timings.json"
 
 
 def run(path: str | Path | None = None) -> dict[str, Any]:
@@ -25,7 +27,7 @@ def run(path: str | Path | None = None) -> dict[str, Any]:
     path = Path(path) if path is not None else TIMINGS
     if not path.exists():
         return {"status": "not measured", "source": str(path), "rows": [],
-                "reason": f"{path.name} not found: run `make course` first"}
+                "reason": f"{path} not found: run `scripts/run_course.py --cold-warm --readme` first"}
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:

@@ -5,12 +5,17 @@
 *Pipeline* = ``ImageEncoder.extract`` (decode PNG -> RGB -> resize/crop -> batch ->
 normalise -> CNN -> pooled features + logits), cache off. *Model only* = the same
 forward pass over tensors decoded and transformed beforehand. The overhead is
-``pipeline time / model time - 1``; goal <= 20 %. Both are medians over repeats,
-measured in the same process one after the other.
+``pipeline time / model time - 1``; goal <= 20 %. Both are timed in the same process,
+interleaved (model, pipeline, model, pipeline, ...); the headline overhead is the ratio of
+the medians, and the goal is judged by ``benchmarks._harness.judge`` on the per-round
+ratios (pipeline / model of the same round): met only when their upper quartile is
+<= 1.2, over ``JUDGE_MIN_REPEATS`` rounds of the configuration ``extract`` picks by
+default (full mode; quick mode judges nothing).
 
 Full mode also extracts the whole clip-art set at several input sizes and fits a
 linear probe (logistic regression on the top-level drawing category, train split
--> test split) to show what each size buys, and times a warm cache load (goal < 2 s).
+-> test split) to show what each size buys, and times a warm cache load
+``JUDGE_MIN_REPEATS`` times (goal <= 2 s, judged the same way).
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ import torch
 
 try:  # as part of the benchmarks package (make bench) or run as a module
     from . import _harness
-except ImportError:  # pragma: no cover - run as a plain script
-    _harness = None  # type: ignore[assignment]
+except ImportError:  # pragma: no cover - run as a plain script: benchmarks/ is on sys.path
+    import _harness  # type: ignore[no-redef]
 
 from crosslab import image as I
 from crosslab.device import describe, get_device
@@ -73,12 +78,17 @@ def pipeline_vs_model(enc: I.ImageEncoder, ds, batch_size: int, repeats: int, wo
             wall[key].append(time.perf_counter() - w0)
             cpu[key].append(time.process_time() - c0)
     m, p = statistics.median(wall["model"]), statistics.median(wall["pipeline"])
+    ratios = [pw / mw for pw, mw in zip(wall["pipeline"], wall["model"], strict=True)]
+    spread = _harness.spread([r - 1 for r in ratios])
     mc, pc = statistics.median(cpu["model"]), statistics.median(cpu["pipeline"])
     return {
         "encoder": enc.name, "device": str(enc.device), "image_size": enc.image_size, "n_images": n,
         "batch_size": batch_size, "num_workers": workers, "repeats": repeats,
         "model_img_s": round(n / m, 1), "pipeline_img_s": round(n / p, 1),
         "overhead": round(p / m - 1, 3),
+        "overhead_q1": round(spread["q1"], 3), "overhead_median": round(spread["median"], 3),
+        "overhead_q3": round(spread["q3"], 3),
+        "ratio_per_repeat": ratios,  # pipeline / model, round by round (what the goal is judged on)
         "model_cpu_ms_img": round(mc / n * 1e3, 2), "pipeline_cpu_ms_img": round(pc / n * 1e3, 2),
         "overhead_cpu": round(pc / mc - 1, 3) if workers == 0 else None,  # workers' CPU is not ours
     }
@@ -122,8 +132,8 @@ def size_tradeoff(ds, sizes: tuple[int, ...], device: torch.device, batch_size: 
     return rows
 
 
-def cache_roundtrip(ds, device: torch.device) -> dict:
-    """Cold extraction of the whole set into an empty cache, then a warm load (fresh encoder)."""
+def cache_roundtrip(ds, device: torch.device, repeats: int = _harness.JUDGE_MIN_REPEATS) -> dict:
+    """Cold extraction of the whole set into an empty cache, then ``repeats`` warm loads (fresh encoders)."""
     old = os.environ.get("CROSSLAB_CACHE")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CROSSLAB_CACHE"] = tmp
@@ -132,19 +142,23 @@ def cache_roundtrip(ds, device: torch.device) -> dict:
             t0 = time.perf_counter()
             enc.extract(ds, progress=False)
             cold = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            enc2 = I.ImageEncoder(device=device)  # a new notebook session: build + hash + load
-            enc2.extract(ds, progress=False)
-            warm = time.perf_counter() - t0
-            assert enc2.last_cache_info_ is not None and enc2.last_cache_info_.hit
+            warm = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                enc2 = I.ImageEncoder(device=device)  # a new notebook session: build + hash + load
+                enc2.extract(ds, progress=False)
+                warm.append(time.perf_counter() - t0)
+                assert enc2.last_cache_info_ is not None and enc2.last_cache_info_.hit
             size_mb = enc2.last_cache_info_.path.stat().st_size / 2**20
         finally:
             if old is None:
                 os.environ.pop("CROSSLAB_CACHE", None)
             else:
                 os.environ["CROSSLAB_CACHE"] = old
-    return {"n_images": len(ds), "cold_s": round(cold, 1), "warm_load_s": round(warm, 2),
-            "cache_file_mb": round(size_mb, 1), "warm_goal_met": warm < 2.0}
+    judged = _harness.judge(warm, 2.0, better="lower")
+    return {"n_images": len(ds), "cold_s": round(cold, 1), "warm_load_s": round(statistics.median(warm), 2),
+            "warm_load_q3_s": round(judged["q3"], 2), "warm_load_repeats": len(warm), "warm_load_samples_s": warm,
+            "cache_file_mb": round(size_mb, 1), "warm_goal_met": judged["met"]}
 
 
 def run(quick: bool, device: str | torch.device | None = None) -> dict[str, Any]:
@@ -158,21 +172,25 @@ def run(quick: bool, device: str | torch.device | None = None) -> dict[str, Any]
         "dataset": f"{name} ({len(ds)} images, native {ds.load_image(0).size[0]} px)",
         "device": describe(dev),
         "torch_threads": torch.get_num_threads(),
-        "machine": _harness.machine_info([dev]) if _harness is not None else {},
+        "machine": _harness.machine_info([dev]),
         "note": "pipeline = decode + transform + model (extract, cache off); model = forward on "
-                "pre-decoded uint8 tensors; overhead = pipeline/model - 1 (goal <= 0.2)",
+                "pre-decoded uint8 tensors; overhead = pipeline/model - 1 (goal <= 0.2, judged on the "
+                "upper quartile of the per-round ratios of the default configuration)",
     }
-    rows = [pipeline_vs_model(enc, sub, 32, 1 if quick else 3, workers=0)]
-    if not quick:
-        rows.append(pipeline_vs_model(enc, sub, 32, 1, workers=2))
-    out["pipeline_vs_model"] = rows
-    # Headline: the configuration extract() picks by default for a job this size.
+    # Headline: the configuration extract() picks by default for a job this size; it gets
+    # the repeats a judged goal needs, the other configuration fewer.
     auto = I._auto_workers(len(sub))
-    head = next((r for r in rows if r["num_workers"] == auto), rows[0])
+    configs = [0] if quick else [0, 2]
+    head_workers = auto if auto in configs else configs[0]
+    rows = [pipeline_vs_model(enc, sub, 32, 1 if quick else (_harness.JUDGE_MIN_REPEATS if w == head_workers else 3),
+                              workers=w) for w in configs]
+    out["pipeline_vs_model"] = rows
+    head = next(r for r in rows if r["num_workers"] == head_workers)
     out["default_num_workers"] = head["num_workers"]
     out["overhead"] = head["overhead"]
     out["overhead_cpu"] = rows[0]["overhead_cpu"]
-    out["overhead_goal_met"] = head["overhead"] <= 0.2
+    out["overhead_judgement"] = _harness.judge(head["ratio_per_repeat"], 1.2, better="lower", quick=quick)
+    out["overhead_goal_met"] = out["overhead_judgement"]["met"]
     if not quick:
         out["size_tradeoff"] = size_tradeoff(ds, (128, 160, 224), dev)
         out["cache"] = cache_roundtrip(ds, dev)

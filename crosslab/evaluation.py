@@ -232,6 +232,25 @@ def query_ranks(p: Any, ds: Any, queries: Any, split: str = "test") -> np.ndarra
     return ranks(S, targets)[0]
 
 
+def _norm_caption(c: str) -> str:
+    return " ".join(str(c).lower().split())
+
+
+def unseen_captions(ds: Any, split: str = "test", seen: str = "train") -> np.ndarray:
+    """``(C,)`` bool over ``split``'s captions (the order of :func:`pipeline_ranks`): True where
+    the caption never occurs, word for word (case and spacing ignored), among ``seen``'s.
+
+    A caption the model met in training ("Sweden", "Arrow up red") can be found by memory rather
+    than by generalising; R@K on the unseen ones alone says how much that matters.
+    """
+    from .pipelines import split_rows
+
+    caps, _, _ = split_rows(ds, split)
+    seen_caps, _, _ = split_rows(ds, seen)
+    known = {_norm_caption(ds.captions[c]) for c in seen_caps}
+    return np.array([_norm_caption(ds.captions[c]) not in known for c in caps], dtype=bool)
+
+
 def _ci(r: np.ndarray) -> list[float]:
     """The 95 % bootstrap interval of R@10 for a table row, rounded like the row."""
     return [round(v, 2) for v in bootstrap_ci(r, 10)]
@@ -247,6 +266,8 @@ def run(names: Sequence[str], ds: Any = None, *, split: str = "test", queries: S
 
     Rows have :data:`ROW_KEYS` plus ``t2i_r10_ci`` / ``i2t_r10_ci`` (95 % bootstrap intervals,
     ``[low, high]``, :func:`bootstrap_ci`), ``queries``, ``n_queries``, ``choice`` (what val chose),
+    for own captions ``t2i_unseen_r10`` / ``t2i_unseen_r10_ci`` / ``n_unseen`` (text->image on
+    the captions that never occur among the train captions, :func:`unseen_captions`),
     ``seconds`` (creating and scoring; a cached pipeline takes a second) and ``cached``.
 
     * ``"captions"``: the split's own captions, both directions.
@@ -281,6 +302,10 @@ def run(names: Sequence[str], ds: Any = None, *, split: str = "test", queries: S
         if "captions" in queries:
             t2i, i2t = pipeline_ranks(p, ds, split)
             row = metrics_row(name, p.kind, both_directions(t2i, i2t)) | {"t2i_r10_ci": _ci(t2i), "i2t_r10_ci": _ci(i2t)}
+            if split != "train":  # text->image on the captions that never occur among train's
+                new = unseen_captions(ds, split)
+                row |= {"t2i_unseen_r10": round(float(rank_metrics(t2i[new], (10,))["r10"]), 2),
+                        "t2i_unseen_r10_ci": _ci(t2i[new]), "n_unseen": int(new.sum())}
             rows.append(row | {"queries": "captions", "n_queries": len(t2i)} | extra)
         if "people" in queries:
             per_query[name] = query_ranks(p, ds, people, split)
@@ -304,4 +329,5 @@ def run(names: Sequence[str], ds: Any = None, *, split: str = "test", queries: S
 
 
 __all__ = ["ranks", "rank_metrics", "both_directions", "evaluate", "evaluate_pipeline", "pipeline_ranks", "query_ranks", "run",
+           "unseen_captions",
            "bootstrap_ci", "paired_bootstrap", "metrics_row", "results_table", "ROW_KEYS"]

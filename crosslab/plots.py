@@ -125,6 +125,48 @@ def pca_2d(X: np.ndarray) -> np.ndarray:
     return out
 
 
+def pair_distances(T: np.ndarray, V: np.ndarray) -> tuple[float, float]:
+    """Mean cosine distance of matched rows ``(T[i], V[i])`` and of all mismatched rows ``i != j``."""
+    T, V = (np.asarray(X, dtype=np.float64) for X in (T, V))
+    if T.shape[0] != V.shape[0] or T.ndim != 2 or V.ndim != 2 or len(T) < 2:
+        raise ValueError(f"need matched (n, d) arrays with n >= 2, got {T.shape} and {V.shape}.")
+    T = T / np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-12)
+    V = V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+    D = 1.0 - T @ V.T
+    n = len(D)
+    return float(np.trace(D) / n), float((D.sum() - np.trace(D)) / (n * n - n))
+
+
+def plot_shared_space(spaces: dict[str, tuple[np.ndarray, np.ndarray]], title: str = "") -> Figure:
+    """Both modalities on one 2-D map per model: captions (o) and their images (s), a line per pair.
+
+    ``spaces`` maps a label (e.g. "before training") to ``(T, V)``: ``n`` caption embeddings and
+    the embeddings of their ``n`` images, row ``i`` of each a matching pair, in the model's shared
+    space. Rows are L2-normalised (retrieval ranks by cosine) and both modalities are projected
+    together on the first two principal axes of their union, so closeness on the map is closeness
+    of a caption to an image. A good shared space draws short lines.
+    """
+    fig = Figure(figsize=(5 * len(spaces), 4.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(spaces)))
+    for ax, (label, (T, V)) in zip(axes, spaces.items(), strict=True):
+        matched, other = pair_distances(T, V)
+        T, V = (np.asarray(X, dtype=np.float64) for X in (T, V))
+        T = T / np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-12)
+        V = V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+        P = pca_2d(np.vstack([T, V]))
+        pt, pv = P[: len(T)], P[len(T):]
+        for a, b in zip(pt, pv, strict=True):
+            ax.plot([a[0], b[0]], [a[1], b[1]], color="grey", lw=0.6, alpha=0.6)
+        ax.scatter(pt[:, 0], pt[:, 1], s=22, marker="o", color="C0", label="caption", zorder=3)
+        ax.scatter(pv[:, 0], pv[:, 1], s=22, marker="s", color="C1", label="its image", zorder=3)
+        ax.set(title=f"{label}\ncosine distance: pairs {matched:.2f}, non-pairs {other:.2f}",
+               xticks=[], yticks=[])
+        ax.legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def plot_word_map(kv, groups: dict[str, Sequence[str]], title: str = "") -> Figure:
     """Words of several groups (e.g. colours, animals) on a 2-D PCA map of their vectors.
 

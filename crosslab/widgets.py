@@ -67,11 +67,13 @@ class _App(W.VBox):
     ``gallery``: what is searched (default: the first pipeline's). A fusion pipeline
     also shows ``fusion_w``, a slider for its weight w (0: first part only, 1: second
     only), reset to the pipeline's own w whenever it is chosen. ``kl_temperature`` is
-    the softmax temperature of the KL metric (lesson 04).
+    the softmax temperature of the KL metric (lesson 04); by default (None) it is chosen
+    per pipeline on the gallery's val split (``crosslab.pipelines.choose_kl_temperature``),
+    or 1.0 when the gallery has no val split.
     """
 
     def __init__(self, pipelines: Retriever | Sequence[Retriever], gallery: CaptionedImages | None,
-                 k: int, max_k: int, thumb: int, kl_temperature: float) -> None:
+                 k: int, max_k: int, thumb: int, kl_temperature: float | None) -> None:
         pipes = [pipelines] if isinstance(pipelines, Retriever) else list(pipelines)
         if not pipes or not all(isinstance(p, Retriever) for p in pipes):
             raise CrosslabError("the apps need one or more pipelines (crosslab.create_pipeline(name, ds)).")
@@ -80,7 +82,8 @@ class _App(W.VBox):
             raise CrosslabError(f"pipeline names must be unique, got {names}.")
         self.pipelines: dict[str, Retriever] = {p.name: p for p in pipes}
         self.gallery = gallery if gallery is not None else pipes[0]._gallery(None)
-        self.kl_temperature = float(kl_temperature)
+        self.kl_temperature = None if kl_temperature is None else float(kl_temperature)
+        self._kl_chosen: dict[str, float] = {}
         self.thumb = thumb
         self.hits: list[Hit] = []
         self.k = W.IntSlider(value=k, min=1, max=max_k, description="top k")
@@ -129,7 +132,21 @@ class _App(W.VBox):
         return p.with_w(float(self.fusion_w.value)) if self._fused else p
 
     def _kw(self) -> dict[str, Any]:
-        return {"gallery": self.gallery, "metric": self.metric.value, "temperature": self.kl_temperature}
+        return {"gallery": self.gallery, "metric": self.metric.value, "temperature": self.kl_t()}
+
+    def kl_t(self) -> float:
+        """The KL temperature for the chosen pipeline: the one given, else chosen on val (cached)."""
+        if self.kl_temperature is not None:
+            return self.kl_temperature
+        name = self.model.value
+        if name not in self._kl_chosen:
+            from .pipelines import choose_kl_temperature
+
+            try:
+                self._kl_chosen[name] = choose_kl_temperature(self.pipelines[name], self.gallery)[0]
+            except CrosslabError:  # no val split in this gallery: the neutral temperature
+                self._kl_chosen[name] = 1.0
+        return self._kl_chosen[name]
 
     def _model_label(self) -> str:
         if self._fused:
@@ -156,7 +173,7 @@ class TextToImageApp(_App):
     def __init__(
         self, pipelines: Retriever | Sequence[Retriever], gallery: CaptionedImages | None = None,
         query: str = "", k: int = 8, max_k: int = 24, thumb: int = 128, columns: int = 4,
-        kl_temperature: float = 0.1,
+        kl_temperature: float | None = None,
     ) -> None:
         super().__init__(pipelines, gallery, k, max_k, thumb, kl_temperature)
         self.query = W.Text(value=query, placeholder="describe a picture, e.g. 'red car'",
@@ -214,7 +231,7 @@ class ImageToTextApp(_App):
     def __init__(
         self, pipelines: Retriever | Sequence[Retriever], gallery: CaptionedImages | None = None,
         choices: Sequence[tuple[str, Image.Image]] | None = None, k: int = 5, max_k: int = 20,
-        thumb: int = 96, kl_temperature: float = 0.1,
+        thumb: int = 96, kl_temperature: float | None = None,
     ) -> None:
         super().__init__(pipelines, gallery, k, max_k, thumb, kl_temperature)
         if choices is None:

@@ -10,6 +10,11 @@ A source ``NN_name.pct`` is Python in the "percent" format (as jupytext writes i
 ``# %%`` starts a code cell, ``# %% [markdown]`` a Markdown cell whose lines are
 comments (``# `` is stripped). Sources diff and review like code; the committed
 notebooks carry the executed outputs that nbval checks.
+
+Test plumbing stays out of the learner's view: a code cell whose first line is
+``# NBVAL_IGNORE_OUTPUT`` (optionally followed by a ``# (why)`` line, which the source
+keeps for reviewers) gets the cell tag ``nbval-ignore-output`` instead, and both
+lines are left out of the notebook.
 """
 
 from __future__ import annotations
@@ -43,6 +48,21 @@ def parse(text: str) -> list[tuple[str, str]]:
     return out
 
 
+IGNORE_MARKER = "# NBVAL_IGNORE_OUTPUT"
+IGNORE_TAG = "nbval-ignore-output"
+
+
+def split_marker(source: str) -> tuple[str, list[str]]:
+    """``(source without the nbval marker lines, tags)`` of one code cell."""
+    lines = source.split("\n")
+    if not lines or lines[0].strip() != IGNORE_MARKER:
+        return source, []
+    rest = lines[1:]
+    if rest and rest[0].startswith("# (") and rest[0].rstrip().endswith(")"):
+        rest = rest[1:]
+    return "\n".join(rest).strip("\n"), [IGNORE_TAG]
+
+
 def build(src: Path) -> Path:
     """Write ``notebooks/<src stem>.ipynb`` (outputs empty) from one source file."""
     from crosslab._io import atomic_write_text
@@ -53,7 +73,14 @@ def build(src: Path) -> Path:
         "language_info": {"name": "python"},
     }
     for i, (kind, source) in enumerate(parse(src.read_text(encoding="utf-8"))):
+        tags: list[str] = []
+        if kind == "code":
+            source, tags = split_marker(source)
+            if "NBVAL" in source:
+                raise SystemExit(f"{src.name}: cell {i}: an nbval marker must be the cell's first line")
         cell = (nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell)(source)
+        if tags:
+            cell.metadata["tags"] = tags
         cell.id = f"{src.stem[:2]}-{i:03d}"  # stable ids: rebuilding does not churn the diff
         nb.cells.append(cell)
     nbformat.validate(nb)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = re.compile(r"^\d\d_.*\.ipynb$")
+TIMINGS_JSON = ROOT / "docs" / "results" / "course_timings.json"
 README_START = "<!-- course-timings:start -->"
 README_END = "<!-- course-timings:end -->"
 
@@ -114,30 +115,30 @@ def machine() -> dict[str, str | int]:
     }
 
 
-def timings_table(results: list[Result], info: dict) -> str:
-    """Markdown table of the lesson timings (for the README)."""
+def timings_table(record: dict) -> str:
+    """Markdown table of the lesson timings in a ``timings.json`` record (for the README).
+
+    A cold/warm record (``--cold-warm``) gets one column per cache state. The text depends on the
+    record only, so ``scripts/render_docs.py`` renders the README from the committed copy of it,
+    ``docs/results/course_timings.json``.
+    """
+    info, when = record["machine"], record["finished"][:10]
+    if "cold" in record:
+        rows = ["| lesson | empty cache | warm cache |", "|---|---:|---:|"]
+        for c, w in zip(record["cold"], record["warm"], strict=True):
+            rows.append(f"| `{c['name']}` | {c['seconds']:.0f} s | {w['seconds']:.0f} s |")
+        tot = record["total_seconds"]
+        rows.append(f"| **all** | **{tot['cold']:.0f} s** | **{tot['warm']:.0f} s** |")
+        return (f"Measured by `make course` (`scripts/run_course.py --cold-warm`: every lesson in "
+                f"order, each in a fresh kernel) on {when}: {info['device']}, {info['cpus']} CPU "
+                f"cores, Python {info['python']}, load average {info.get('load', '?')} when it "
+                "started. \"Empty cache\": `CROSSLAB_CACHE` pointing at a new empty folder; "
+                "\"warm\": the same run again.\n\n" + "\n".join(rows))
     rows = ["| lesson | seconds | status |", "|---|---:|---|"]
-    rows += [f"| `{r.name}` | {r.seconds:.0f} | {r.status} |" for r in results]
-    total = sum(r.seconds for r in results)
-    rows.append(f"| **all** | **{total:.0f}** | |")
-    when = datetime.now(UTC).strftime("%Y-%m-%d")
+    rows += [f"| `{r['name']}` | {r['seconds']:.0f} | {r['status']} |" for r in record["lessons"]]
+    rows.append(f"| **all** | **{record['total_seconds']:.0f}** | |")
     return (f"Measured by `make course` on {when}: {info['device']}, {info['cpus']} CPU cores, "
             f"Python {info['python']}, empty feature caches unless noted.\n\n" + "\n".join(rows))
-
-
-def timings_table_cold_warm(cold: list[Result], warm: list[Result], info: dict) -> str:
-    """Markdown table with one column per cache state (for the README)."""
-    rows = ["| lesson | empty cache | warm cache |", "|---|---:|---:|"]
-    for c, w in zip(cold, warm, strict=True):
-        rows.append(f"| `{c.name}` | {c.seconds:.0f} s | {w.seconds:.0f} s |")
-    rows.append(f"| **all** | **{sum(r.seconds for r in cold):.0f} s** | "
-                f"**{sum(r.seconds for r in warm):.0f} s** |")
-    when = datetime.now(UTC).strftime("%Y-%m-%d")
-    return (f"Measured by `make course` (`scripts/run_course.py --cold-warm`: every lesson in "
-            f"order, each in a fresh kernel) on {when}: {info['device']}, {info['cpus']} CPU "
-            f"cores, Python {info['python']}, load average {info.get('load', '?')} when it "
-            "started. \"Empty cache\": `CROSSLAB_CACHE` pointing at a new empty folder; "
-            "\"warm\": the same run again.\n\n" + "\n".join(rows))
 
 
 def update_readme(readme: Path, table: str) -> None:
@@ -213,10 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r.name for r in results if r.status != "ok"]
     from crosslab._io import atomic_write_text
 
-    atomic_write_text(args.out / "timings.json", json.dumps(record | {
-        "machine": info,
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-    }, indent=2) + "\n")
+    record |= {"machine": info, "finished": datetime.now(UTC).isoformat(timespec="seconds")}
+    atomic_write_text(args.out / "timings.json", json.dumps(record, indent=2) + "\n")
     print(f"{'total':<{width}}  {total:7.1f} s  "
           + (f"{len(failed)} failed: {', '.join(failed)}" if failed else f"{len(results)} ok")
           + f"  (HTML in {args.out})")
@@ -225,10 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             print("course: README timings not updated (needs a full run with every lesson ok)",
                   file=sys.stderr)
         else:
-            table = (timings_table_cold_warm(cold, warm, info) if args.cold_warm
-                     else timings_table(results, info))
-            update_readme(args.readme, table)
-            print(f"course: timings written to {args.readme}")
+            atomic_write_text(TIMINGS_JSON, json.dumps(record, indent=2) + "\n")
+            update_readme(args.readme, timings_table(record))
+            print(f"course: timings written to {TIMINGS_JSON} and {args.readme}")
     return 1 if failed else 0
 
 

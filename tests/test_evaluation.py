@@ -126,3 +126,18 @@ def test_paired_bootstrap_cancels_what_two_models_share():
     assert d["high"] - d["low"] < (ha - la) + (hb - lb)
     with pytest.raises(ShapeError):
         R.paired_bootstrap(base, base[:-1])
+
+
+def test_unseen_captions_by_hand():
+    """Test captions that occur among train's (case and spacing ignored) are 'seen'."""
+    from crosslab.data.base import CaptionedImages
+    from crosslab.evaluation import unseen_captions
+
+    img = np.zeros((4, 4, 3), np.uint8)
+    ds = CaptionedImages(
+        "toy", ["a", "b", "c", "d"], [img] * 4,
+        ["A red apple", "green pear", "a  RED apple", "blue car", "green pear ", "lemon"],
+        [0, 1, 2, 2, 3, 3], ["train", "train", "test", "test"])
+    # test captions in split order: "a  RED apple", "blue car", "green pear ", "lemon"
+    assert unseen_captions(ds).tolist() == [False, True, False, True]
+    assert unseen_captions(ds, "train", seen="test").tolist() == [False, False]

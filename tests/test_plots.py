@@ -130,3 +130,21 @@ def test_plot_query_sets_groups_bars_by_model_and_query_set():
     assert _pyplot_figures() == n_before
     with pytest.raises(ValueError):
         plots.plot_query_sets([])
+
+
+def test_pair_distances_by_hand_and_shared_space_map():
+    from crosslab.plots import pair_distances, plot_shared_space
+
+    T = np.array([[1.0, 0.0], [0.0, 1.0]])
+    V = np.array([[2.0, 0.0], [0.0, 3.0]])  # same directions: matched distance 0, others 1
+    assert pair_distances(T, V) == (0.0, 1.0)
+    assert pair_distances(T, V[::-1]) == (1.0, 0.0)
+    with pytest.raises(ValueError, match="matched"):
+        pair_distances(T, V[:1])
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(12, 5))
+    fig = plot_shared_space({"random": (A, rng.normal(size=(12, 5))), "aligned": (A, A + 0.01)})
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    assert all(len(ax.lines) == 12 for ax in axes)  # one line per pair
+    assert "pairs 0.00" in axes[1].get_title()

@@ -104,13 +104,22 @@ def test_no_lessons_is_a_failure(tmp_path, capsys):
 def test_readme_timings_block(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n## Timings\n{rc.README_START}\n(not measured yet)\n{rc.README_END}\n\nend\n")
-    results = [rc.Result("00_a", 12.3, "ok"), rc.Result("01_b", 40.0, "ok")]
-    table = rc.timings_table(results, {"device": "cpu (2 threads)", "cpus": 2, "python": "3.11.7"})
+    record = {"lessons": [{"name": "00_a", "seconds": 12.3, "status": "ok"},
+                          {"name": "01_b", "seconds": 40.0, "status": "ok"}],
+              "total_seconds": 52.3, "finished": "2026-12-01T10:00:00+00:00",
+              "machine": {"device": "cpu (2 threads)", "cpus": 2, "python": "3.11.7"}}
+    table = rc.timings_table(record)
+    assert "on 2026-12-01:" in table
     rc.update_readme(readme, table)
     text = readme.read_text()
     assert "(not measured yet)" not in text and text.endswith("\nend\n")
     assert "| `00_a` | 12 | ok |" in text and "| **all** | **52** | |" in text
     rc.update_readme(readme, table)  # idempotent: one block, replaced in place
+    cold = [{"name": "00_a", "seconds": 30.4}, {"name": "01_b", "seconds": 9.6}]
+    warm = [{"name": "00_a", "seconds": 5.0}, {"name": "01_b", "seconds": 4.0}]
+    both = rc.timings_table({**record, "cold": cold, "warm": warm,
+                             "total_seconds": {"cold": 40.0, "warm": 9.0}})
+    assert "| `00_a` | 30 s | 5 s |" in both and "| **all** | **40 s** | **9 s** |" in both
     assert text == readme.read_text()
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="markers"):

@@ -217,7 +217,7 @@ def test_text_app_updates_on_every_control(env):
     assert "KL" in card_text(app)
     assert app.model.layout.display != "none"  # two models: the choice is shown
     app.model.value = "cca 4"
-    assert app.hits == env.small.search("a large green square", 6, metric="kl", temperature=0.1)
+    assert app.hits == env.small.search("a large green square", 6, metric="kl", temperature=app.kl_t())
     assert "cca 4" in msg(app)
 
     app.query.value = "xyzzy"
@@ -354,3 +354,22 @@ def test_apps_offer_the_fusion_weight_only_for_fusion_pipelines(env):
     assert "fused z" in iapp.table.value
     iapp.fusion_w.value = 0.0
     assert [h.id for h in iapp.hits] == [h.id for h in env.cca.describe(ds.load_image(0), 4)]
+
+
+def test_kl_temperature_is_chosen_on_val_per_pipeline(env):
+    """Default: the app's KL temperature is the val-best of the grid for that pipeline (naive check)."""
+    from crosslab.pipelines import KL_TEMPERATURES, choose_kl_temperature
+
+    t, val = choose_kl_temperature(env.cca, env.ds)
+    caps, imgs, c2i = split_rows(env.ds, "val")
+    T, V = env.cca.encode_text(env.ds, rows=caps), env.cca.encode_image(env.ds, rows=imgs)
+    ref = {x: cl.evaluation.evaluate(env.cca.score(T, V, metric="kl", temperature=x), c2i)["rsum"]
+           for x in KL_TEMPERATURES}
+    assert val == pytest.approx(ref) and val[t] == max(ref.values())
+    app = TextToImageApp([env.cca, env.small], query="blue square", k=5)
+    app.metric.value = "kl"
+    assert app.kl_t() == t
+    assert app.hits == env.cca.search("blue square", k=5, metric="kl", temperature=t)
+    app.model.value = "cca 4"
+    assert app.kl_t() == choose_kl_temperature(env.small, env.ds)[0]
+    assert TextToImageApp(env.cca, k=5, kl_temperature=0.3).kl_t() == 0.3  # given: used as is

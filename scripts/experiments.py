@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""Score the course's named pipelines once on test and write the results every table is rendered from.
+
+    python scripts/experiments.py             # -> docs/results/experiments.json (minutes cold, seconds warm)
+    python scripts/render_docs.py             # -> the tables of docs/experiments.md, data/README.md, ...
+
+What it writes (deterministic: no timings, no dates, so a re-run gives the same file):
+
+* ``data``: the clip-art counts the tables mention (images, captions, per split; test captions
+  that never occur among the train captions);
+* ``choices``: what val chose for every pipeline (the ridge, ConSE's T and temperature, the early-
+  stopping epoch, the fusion weight) with the val scores along each grid;
+* ``lesson05`` / ``lesson07_captions`` / ``lesson07_people``: the rows of ``crosslab.evaluation.run``
+  (``python -m crosslab evaluate``), test scored once, R@10 with 95 % bootstrap intervals;
+* ``comparisons``: paired-bootstrap differences of R@10 for the pairs in ``COMPARISONS``, declared
+  here before the test split was scored, each with its interval and whether it is real;
+* ``chosen``: lesson 07's model chosen on the val people-style queries, and the goal check against
+  ``cca+glove`` that was stated before test was scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+OUT = ROOT / "docs" / "results" / "experiments.json"
+
+#: (queries, a, b): "a - b" differences of R@10, fixed before test was scored.
+COMPARISONS = [
+    ("captions", "mlp infonce", "regularised cca"),
+    ("captions", "linear+cca init max_violation", "regularised cca"),
+    ("captions", "mlp infonce", "mlp hinge"),
+    ("captions", "cca+minilm", "cca+glove"),
+    ("captions", "mlp+minilm", "cca+minilm"),
+    ("people", "cca+minilm", "cca+glove"),
+    ("people", "mlp+minilm", "cca+minilm"),
+    ("people", "fusion(cca+minilm,conse+minilm)", "cca+minilm"),
+    ("people", "fusion(mlp+minilm,conse+minilm)", "mlp+minilm"),
+]
+#: Lesson 07's goal, stated before the test people-style set was scored.
+GOAL = {"baseline": "cca+glove", "queries": "people", "min_gain_r10": 20.0}
+
+_VOLATILE = ("seconds", "cached")
+
+
+def _clean(x):
+    """JSON-ready: numpy scalars and arrays to Python, floats rounded to 4 places."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _clean(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return round(float(x), 4)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def collect(progress: bool = True) -> dict:
+    import crosslab as cl
+    from crosslab.data.people import load_people_queries
+    from crosslab.evaluation import (
+        paired_bootstrap,
+        pipeline_ranks,
+        query_ranks,
+        rank_metrics,
+        run,
+        unseen_captions,
+    )
+    from crosslab.pipelines import LESSON05, LESSON07, create_pipeline, split_rows
+
+    ds = cl.data.load_clipart()
+    people = load_people_queries(ds, split="test")
+    people_val = load_people_queries(ds, split="val")
+    counts = {s: int(np.sum(ds.split == s)) for s in ("train", "val", "test")}
+    caps = {s: len(split_rows(ds, s)[0]) for s in ("train", "val", "test")}
+    data = {
+        "n_images": len(ds), "n_captions": len(ds.captions), "images": counts, "captions": caps,
+        "test_captions_unseen": int(unseen_captions(ds, "test").sum()),
+        "people_test_queries": len(people), "people_test_drawings": len(set(people.ids)),
+        "people_val_queries": len(people_val), "people_val_drawings": len(set(people_val.ids)),
+    }
+
+    def rows(names, queries):
+        out = run(names, ds, queries=queries, progress=progress)
+        return [{k: v for k, v in r.items() if k not in _VOLATILE} for r in out]
+
+    lesson05 = rows(LESSON05, ("captions",))
+    l07 = rows(LESSON07, ("captions", "people"))
+    pipes = {n: create_pipeline(n, ds, progress=False) for n in dict.fromkeys([*LESSON05, *LESSON07])}
+    choices = {n: p.choice for n, p in pipes.items()}
+
+    ranks = {"captions": {}, "people": {}}
+    for n, p in pipes.items():
+        ranks["captions"][n] = pipeline_ranks(p, ds, "test")[0]
+        if n in LESSON07:
+            ranks["people"][n] = query_ranks(p, ds, people)
+    comparisons = []
+    for q, a, b in COMPARISONS:
+        d = paired_bootstrap(ranks[q][a], ranks[q][b], 10)
+        comparisons.append({"queries": q, "direction": "t2i", "a": a, "b": b, **d})
+
+    val_score = {}
+    for n in LESSON07:
+        m = rank_metrics(query_ranks(pipes[n], ds, people_val, split="val"), (1, 5, 10))
+        val_score[n] = m["r1"] + m["r5"] + m["r10"]
+    best = max(val_score, key=val_score.get)
+    gain = paired_bootstrap(ranks["people"][best], ranks["people"][GOAL["baseline"]], 10)
+    chosen = {"rule": "val people-style queries, text->image R@1+R@5+R@10, best", "val_score": val_score,
+              "name": best, "goal": GOAL, "gain": gain,
+              "met": bool(gain["diff"] >= GOAL["min_gain_r10"])}
+    return _clean({"generated_by": "python scripts/experiments.py", "data": data, "choices": choices,
+                   "lesson05": lesson05, "lesson07_captions": [r for r in l07 if r["queries"] == "captions"],
+                   "lesson07_people": [r for r in l07 if r["queries"] != "captions"],
+                   "comparisons": comparisons, "chosen": chosen})
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=OUT, help="JSON file to write (%(default)s)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    from crosslab._io import atomic_write_text
+
+    result = collect(progress=not args.quiet)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(result, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
