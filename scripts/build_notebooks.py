@@ -4,6 +4,7 @@
     python scripts/build_notebooks.py 03 05      # only these
     python scripts/run_course.py --inplace --only 03   # then execute it and keep the outputs
     python scripts/build_notebooks.py --strip-widget-state   # drop stored widget state (all lessons)
+    python scripts/build_notebooks.py --keep-outputs 03      # keep the outputs of unchanged code cells
 
 A source ``NN_name.pct`` is Python in the "percent" format (as jupytext writes it; not
 ``.py`` so that linters skip the IPython magics): a line
@@ -63,8 +64,13 @@ def split_marker(source: str) -> tuple[str, list[str]]:
     return "\n".join(rest).strip("\n"), [IGNORE_TAG]
 
 
-def build(src: Path) -> Path:
-    """Write ``notebooks/<src stem>.ipynb`` (outputs empty) from one source file."""
+def build(src: Path, keep_outputs: bool = False) -> Path:
+    """Write ``notebooks/<src stem>.ipynb`` (outputs empty) from one source file.
+
+    ``keep_outputs``: a code cell whose source is unchanged keeps its outputs from the notebook
+    already there, provided *every* code cell is unchanged (a markdown-only edit); otherwise the
+    outputs would no longer match the code, so the build refuses and asks for a re-run.
+    """
     from crosslab._io import atomic_write_text
 
     nb = nbformat.v4.new_notebook()
@@ -83,8 +89,16 @@ def build(src: Path) -> Path:
             cell.metadata["tags"] = tags
         cell.id = f"{src.stem[:2]}-{i:03d}"  # stable ids: rebuilding does not churn the diff
         nb.cells.append(cell)
-    nbformat.validate(nb)
     out = NOTEBOOKS / f"{src.stem}.ipynb"
+    if keep_outputs and out.exists():
+        old = [c for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"]
+        new = [c for c in nb.cells if c.cell_type == "code"]
+        if [c.source for c in old] != [c.source for c in new]:
+            raise SystemExit(f"{src.name}: code cells changed, so the outputs cannot be kept; "
+                             f"build without --keep-outputs and run the lesson")
+        for o, n in zip(old, new, strict=True):
+            n.outputs, n.execution_count = o.outputs, o.execution_count
+    nbformat.validate(nb)
     atomic_write_text(out, nbformat.writes(nb) + "\n")
     return out
 
@@ -108,6 +122,8 @@ def main(argv: list[str]) -> int:
             path = NOTEBOOKS / name if not Path(name).exists() else Path(name)
             strip_widget_state(path)
         return 0
+    keep = "--keep-outputs" in argv
+    argv = [a for a in argv if a != "--keep-outputs"]
     srcs = sorted(SOURCES.glob("[0-9][0-9]_*.pct"))
     if argv:
         srcs = [s for s in srcs if any(s.name.startswith(a) for a in argv)]
@@ -115,7 +131,7 @@ def main(argv: list[str]) -> int:
         print(f"no lesson sources matching {argv} in {SOURCES}", file=sys.stderr)
         return 1
     for s in srcs:
-        print(build(s).relative_to(ROOT))
+        print(build(s, keep_outputs=keep).relative_to(ROOT))
     return 0
 
 

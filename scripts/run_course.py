@@ -224,9 +224,12 @@ def main(argv: list[str] | None = None) -> int:
             print("course: README timings not updated (needs a full run with every lesson ok)",
                   file=sys.stderr)
         else:
-            atomic_write_text(TIMINGS_JSON, json.dumps(record, indent=2) + "\n")
+            # next to the README it renders: the repo's docs/results/ for the repo's README
+            timings_json = args.readme.resolve().parent / TIMINGS_JSON.relative_to(ROOT)
+            timings_json.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(timings_json, json.dumps(record, indent=2) + "\n")
             update_readme(args.readme, timings_table(record))
-            print(f"course: timings written to {TIMINGS_JSON} and {args.readme}")
+            print(f"course: timings written to {timings_json} and {args.readme}")
     return 1 if failed else 0
 
 

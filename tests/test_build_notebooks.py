@@ -40,3 +40,22 @@ def test_notebooks_match_their_sources():
         want = [(k, bn.split_marker(s)[0] if k == "code" else s) for k, s in bn.parse(src.read_text())]
         got = [(c["cell_type"], "".join(c["source"])) for c in nb["cells"]]
         assert got == want, src.name
+
+
+def test_keep_outputs_only_for_markdown_edits(tmp_path, monkeypatch):
+    import nbformat
+
+    monkeypatch.setattr(bn, "NOTEBOOKS", tmp_path)
+    src = tmp_path / "99_demo.pct"
+    src.write_text("# %% [markdown]\n# Hello\n\n# %%\nprint(1)\n")
+    out = bn.build(src)
+    nb = nbformat.read(out, as_version=4)
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    nbformat.write(nb, out)
+    src.write_text("# %% [markdown]\n# Hello, edited\n\n# %%\nprint(1)\n")
+    nb = nbformat.read(bn.build(src, keep_outputs=True), as_version=4)
+    assert nb.cells[0].source == "Hello, edited" and nb.cells[1].outputs[0]["text"] == "1\n"
+    src.write_text("# %% [markdown]\n# Hello\n\n# %%\nprint(2)\n")
+    import pytest
+    with pytest.raises(SystemExit, match="code cells changed"):
+        bn.build(src, keep_outputs=True)

@@ -227,6 +227,8 @@ def test_cold_warm_uses_a_fresh_cache_then_the_same_one(tmp_path, capsys, monkey
     assert "(empty cache)" in lines[0] and "(warm cache)" in lines[1]
     timings = json.loads((out / "timings.json").read_text())
     assert [r["cache"] for r in timings["cold"] + timings["warm"]] == ["cold", "warm"]
+    # the committed copy goes next to the README it renders (here: under tmp_path, not the repo)
+    assert json.loads((tmp_path / "docs" / "results" / "course_timings.json").read_text()) == timings
     text = readme.read_text()
     assert "| lesson | empty cache | warm cache |" in text and "| `00_cache` |" in text
     # benchmarks/bench_course.py files them under their cache state.

@@ -1,0 +1,73 @@
+"""crosslab.ann: the hand-made IVF index against exact search and hand-checked properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crosslab.ann import IVFIndex, kmeans, recall_at_k
+from crosslab.errors import ShapeError
+from crosslab.search import topk
+
+
+def clustered(n=2000, d=16, centres=20, seed=0):
+    """Vectors around a few random centres (like real embeddings: clumped, not uniform)."""
+    rng = np.random.default_rng(seed)
+    C = rng.normal(size=(centres, d))
+    X = C[rng.integers(0, centres, n)] + 0.3 * rng.normal(size=(n, d))
+    return X.astype(np.float32), (C[rng.integers(0, centres, 50)] + 0.3 * rng.normal(size=(50, d))).astype(np.float32)
+
+
+def exact(X, Q, k):
+    Xu = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Qu = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    return topk(Qu @ Xu.T, k)
+
+
+def test_probing_every_cell_equals_exact_search():
+    X, Q = clustered()
+    index = IVFIndex(n_cells=32).fit(X)
+    s, i = index.search(Q, k=10, nprobe=32)
+    es, ei = exact(X, Q, 10)
+    assert np.array_equal(i, ei) and np.allclose(s, es, atol=1e-5)
+    assert index.scanned(Q, nprobe=32) == 1.0
+
+
+def test_recall_and_cost_grow_with_nprobe():
+    X, Q = clustered()
+    index = IVFIndex(n_cells=32).fit(X)
+    _, ei = exact(X, Q, 10)
+    recalls = [recall_at_k(index.search(Q, 10, nprobe=p)[1], ei) for p in (1, 2, 4, 8, 32)]
+    costs = [index.scanned(Q, p) for p in (1, 2, 4, 8, 32)]
+    assert recalls == sorted(recalls) and recalls[-1] == 1.0 and recalls[0] < 1.0
+    assert costs == sorted(costs) and costs[0] < 0.25
+
+
+def test_kmeans_by_hand_and_every_list_holds_its_vectors():
+    X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    C, a = kmeans(X / np.linalg.norm(X, axis=1, keepdims=True), 2, seed=0)
+    assert a[0] == a[1] and a[2] == a[3] and a[0] != a[2]
+    X, _ = clustered(300)
+    index = IVFIndex(n_cells=16).fit(X)
+    ids = np.sort(np.concatenate(index.lists_))
+    assert np.array_equal(ids, np.arange(300)) and min(len(lst) for lst in index.lists_) >= 1
+
+
+def test_few_candidates_pad_with_minus_one():
+    X = np.eye(4, dtype=np.float32)
+    index = IVFIndex(n_cells=4).fit(X)
+    s, i = index.search(X[:1], k=3, nprobe=1)
+    assert i[0, 0] == 0 and (i[0, 1:] == -1).all() and np.isinf(s[0, 1:]).all()
+
+
+def test_recall_by_hand_and_clear_errors():
+    assert recall_at_k(np.array([[1, 2, 3]]), np.array([[3, 4, 1]])) == pytest.approx(2 / 3)
+    with pytest.raises(ShapeError, match="fit"):
+        IVFIndex().search(np.ones((1, 3)))
+    with pytest.raises(ShapeError, match="n_cells"):
+        kmeans(np.ones((3, 2)), 5)
+    index = IVFIndex(n_cells=2).fit(np.eye(3, dtype=np.float32))
+    with pytest.raises(ShapeError, match="dimensions"):
+        index.search(np.ones((1, 4)))
+    with pytest.raises(ShapeError, match="metric"):
+        IVFIndex(metric="euclidean")
