@@ -71,3 +71,39 @@ def test_recall_by_hand_and_clear_errors():
         index.search(np.ones((1, 4)))
     with pytest.raises(ShapeError, match="metric"):
         IVFIndex(metric="euclidean")
+
+
+def test_pq_scores_are_inner_products_with_the_decoded_vectors():
+    from crosslab.ann import ProductQuantizer
+
+    X, Q = clustered(800, d=16)
+    pq = ProductQuantizer(m=4, bits=4).fit(X)
+    codes = pq.encode(X)
+    assert codes.shape == (800, 4) and codes.dtype == np.uint8 and codes.max() < 16
+    assert np.allclose(pq.scores(Q, codes), Q @ pq.decode(codes).T, atol=1e-4)
+    assert pq.bytes_per_vector == 2.0  # 4 codes of 4 bits, against 64 bytes of float32
+
+
+def test_pq_error_falls_as_codebooks_grow():
+    from crosslab.ann import ProductQuantizer
+
+    X, _ = clustered(1500, d=16)
+    err = lambda pq: float(np.mean(np.sum((X - pq.decode(pq.encode(X))) ** 2, 1)))  # noqa: E731
+    by_bits = [err(ProductQuantizer(m=4, bits=b).fit(X)) for b in (1, 3, 5, 7)]
+    by_m = [err(ProductQuantizer(m=m, bits=4).fit(X)) for m in (1, 2, 4, 8)]
+    assert by_bits == sorted(by_bits, reverse=True) and by_bits[-1] < 0.5 * by_bits[0]
+    assert by_m == sorted(by_m, reverse=True)
+
+
+def test_pq_clear_errors():
+    from crosslab.ann import ProductQuantizer
+
+    with pytest.raises(ShapeError, match="divide"):
+        ProductQuantizer(m=3).fit(np.ones((10, 8)))
+    with pytest.raises(ShapeError, match="fit"):
+        ProductQuantizer().encode(np.ones((1, 8)))
+    with pytest.raises(ShapeError, match="bits"):
+        ProductQuantizer(bits=0)
+    pq = ProductQuantizer(m=2, bits=2).fit(np.random.default_rng(0).normal(size=(50, 4)))
+    with pytest.raises(ShapeError, match="dimensions"):
+        pq.scores(np.ones((1, 6)), pq.encode(np.ones((3, 4))))
