@@ -125,13 +125,17 @@ def pca_2d(X: np.ndarray) -> np.ndarray:
     return out
 
 
-def pair_distances(T: np.ndarray, V: np.ndarray) -> tuple[float, float]:
-    """Mean cosine distance of matched rows ``(T[i], V[i])`` and of all mismatched rows ``i != j``."""
+def _unit_pairs(T: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Matched ``(n, d)`` rows, L2-normalised (float64)."""
     T, V = (np.asarray(X, dtype=np.float64) for X in (T, V))
     if T.shape[0] != V.shape[0] or T.ndim != 2 or V.ndim != 2 or len(T) < 2:
         raise ValueError(f"need matched (n, d) arrays with n >= 2, got {T.shape} and {V.shape}.")
-    T = T / np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-12)
-    V = V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+    return tuple(X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12) for X in (T, V))
+
+
+def pair_distances(T: np.ndarray, V: np.ndarray) -> tuple[float, float]:
+    """Mean cosine distance of matched rows ``(T[i], V[i])`` and of all mismatched rows ``i != j``."""
+    T, V = _unit_pairs(T, V)
     D = 1.0 - T @ V.T
     n = len(D)
     return float(np.trace(D) / n), float((D.sum() - np.trace(D)) / (n * n - n))
@@ -150,9 +154,7 @@ def plot_shared_space(spaces: dict[str, tuple[np.ndarray, np.ndarray]], title: s
     axes = np.atleast_1d(fig.subplots(1, len(spaces)))
     for ax, (label, (T, V)) in zip(axes, spaces.items(), strict=True):
         matched, other = pair_distances(T, V)
-        T, V = (np.asarray(X, dtype=np.float64) for X in (T, V))
-        T = T / np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-12)
-        V = V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+        T, V = _unit_pairs(T, V)
         P = pca_2d(np.vstack([T, V]))
         pt, pv = P[: len(T)], P[len(T):]
         for a, b in zip(pt, pv, strict=True):
