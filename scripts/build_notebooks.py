@@ -91,7 +91,10 @@ def build(src: Path, keep_outputs: bool = False) -> Path:
         nb.cells.append(cell)
     out = NOTEBOOKS / f"{src.stem}.ipynb"
     if keep_outputs and out.exists():
-        old = [c for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"]
+        old_nb = nbformat.read(out, as_version=4)
+        old = [c for c in old_nb.cells if c.cell_type == "code"]
+        # The executed notebook's metadata (language_info) stays; the widget state never does.
+        nb.metadata = {k: v for k, v in old_nb.metadata.items() if k != "widgets"}
         new = [c for c in nb.cells if c.cell_type == "code"]
         if [c.source for c in old] != [c.source for c in new]:
             raise SystemExit(f"{src.name}: code cells changed, so the outputs cannot be kept; "

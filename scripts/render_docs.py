@@ -255,12 +255,12 @@ def exp_lesson05() -> str:
     return _caption_rows(_exp()["lesson05"])
 
 
-def exp_lesson07_captions() -> str:
-    return _caption_rows(_exp()["lesson07_captions"])
+def exp_lesson08_captions() -> str:
+    return _caption_rows(_exp()["lesson08_captions"])
 
 
-def exp_lesson07_people() -> str:
-    rows = _exp()["lesson07_people"]
+def exp_lesson08_people() -> str:
+    rows = _exp()["lesson08_people"]
     by = {(r["name"], r["queries"]): r for r in rows}
     names = list(dict.fromkeys(r["name"] for r in rows))
     body = []
@@ -292,8 +292,9 @@ def exp_goal() -> str:
     verdict = "**met**" if c["met"] else "**missed**"
     return (f"Chosen on the val people-style queries (R@1+R@5+R@10): `{c['name']}` ({scores}). "
             f"Goal, stated before test was scored: at least +{g['min_gain_r10']:g} points of people-style "
-            f"text→image R@10 over `{g['baseline']}`. Test: {d['diff']:+.1f} points, 95% CI "
-            f"[{d['low']:+.1f}, {d['high']:+.1f}]: {verdict}.")
+            f"text→image R@10 over `{g['baseline']}`, its paired 95% interval excluding 0, and no lower "
+            f"own-caption R@10. Test: {d['diff']:+.1f} points, 95% CI [{d['low']:+.1f}, {d['high']:+.1f}]; "
+            f"own captions " + " vs ".join(f"{v:.1f}" for v in c["own_captions_r10"].values()) + f": {verdict}.")
 
 
 # ----- README.md -----------------------------------------------------------------------------
@@ -315,8 +316,8 @@ SECTIONS: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/experiments.md", "data", exp_data),
     ("docs/experiments.md", "choices", exp_choices),
     ("docs/experiments.md", "lesson05", exp_lesson05),
-    ("docs/experiments.md", "lesson07-captions", exp_lesson07_captions),
-    ("docs/experiments.md", "lesson07-people", exp_lesson07_people),
+    ("docs/experiments.md", "lesson08-captions", exp_lesson08_captions),
+    ("docs/experiments.md", "lesson08-people", exp_lesson08_people),
     ("docs/experiments.md", "comparisons", exp_comparisons),
     ("docs/experiments.md", "goal", exp_goal),
     ("README.md", "course-timings", course_timings),

@@ -47,7 +47,7 @@ def test_tables_say_what_the_json_says():
     """Spot checks against the JSON, independent of the renderer's formatting code paths."""
     exp = json.loads((ROOT / "docs" / "results" / "experiments.json").read_text())
     doc = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
-    for r in exp["lesson05"] + exp["lesson07_captions"]:
+    for r in exp["lesson05"] + exp["lesson08_captions"]:
         assert f"| {r['name']} | {r['t2i_r1']:.1f} / {r['t2i_r5']:.1f} / {r['t2i_r10']:.1f} |" in doc
     for c in exp["comparisons"]:
         assert f"| {c['a']} − {c['b']} | {c['diff']:+.1f} |" in doc

@@ -94,7 +94,7 @@ def test_every_head_class_satisfies_the_head_protocol():
 def test_table_names_specs_and_fitters():
     names = pipelines.list_pipelines()
     assert names == list(pipelines.PIPELINES) and len(set(names)) == len(names)
-    assert set(pipelines.LESSON05) <= set(names) and set(pipelines.LESSON07) <= set(names)
+    assert set(pipelines.LESSON05) <= set(names) and set(pipelines.LESSON08) <= set(names)
     assert pipelines.DEFAULT_PIPELINE in names
     for name, spec in pipelines.PIPELINES.items():
         assert spec.name == name and spec.kind and spec.about

@@ -16,12 +16,12 @@ from . import load_dataset
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..pipelines import LESSON05, LESSON07, list_pipelines
+    from ..pipelines import LESSON05, LESSON08, list_pipelines
 
     p.add_argument("--pipeline", action="append", choices=list_pipelines(), metavar="NAME",
                    help="evaluate this pipeline (repeatable; python -m crosslab pipelines lists them). "
                    f"Default: lesson 05's ({', '.join(LESSON05)}) with --queries captions, "
-                   f"lesson 07's ({', '.join(LESSON07)}) with --queries people")
+                   f"lesson 08's ({', '.join(LESSON08)}) with --queries people")
     p.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
     p.add_argument("--data", default="clipart",
                    help="'clipart' (embedded), 'scenes[:N]' (synthetic), or a dataset path the "
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import ROW_KEYS, results_table, run
-    from ..pipelines import LESSON05, LESSON07
+    from ..pipelines import LESSON05, LESSON08
 
     people = args.queries == "people"
     if people and args.data != "clipart":
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             f"use --data clipart (got {args.data!r})."
         )
     ds = load_dataset(args.data)
-    names = args.pipeline or (LESSON07 if people else LESSON05)
+    names = args.pipeline or (LESSON08 if people else LESSON05)
     rows = run(names, ds, queries=(args.queries,), progress=not args.quiet and not args.json, device=args.device)
     if args.json:
         keys = (*ROW_KEYS, "t2i_r10_ci", "i2t_r10_ci", "queries", "n_queries")
