@@ -81,6 +81,8 @@ def render(res: dict[str, Any]) -> str:
     lines += _extraction(res)
     lines += _query(res)
     lines += _course(res)
+    lines += _ray(res)
+    lines += _ann(res)
     if errors := res.get("errors"):
         lines += ["## Errors", ""] + [f"- **{k}**: `{v}`" for k, v in errors.items()] + [""]
     return "\n".join(lines).rstrip() + "\n"
@@ -264,3 +266,80 @@ def _course(res: dict[str, Any]) -> list[str]:
     totals = [_f(sum(r.get(k) or 0 for r in co["rows"]), ".1f") for k in keys]
     return lines + _table(["lesson", *(head[k] for k in keys), "status"],
                           rows + [["**total**", *totals, ""]])
+
+
+def _ray(res: dict[str, Any]) -> list[str]:
+    if "ray" not in res:
+        return []
+    ry = res["ray"]
+    r, one = ry.get("ray") or {}, ry.get("single_process") or {}
+    lines = ["## Image extraction: one process vs Ray Data on this machine", "",
+             f"`benchmarks/bench_ray.py`: {ry['files']}, {ry['encoder']} at {ry['image_size']} px, batches of "
+             f"{ry['batch_size']}, cache off; the same files both ways. *Images/s* once running; start-up "
+             "(before the first batch) is a column of its own and not counted in them.", ""]
+    if r.get("status") != "measured":
+        return lines + [f"One process: {_f(one.get('img_s'), '.1f')} images/s. Ray: {r.get('status')}.", ""]
+    lines += _table(["how", "images/s", "start-up per call s", "whole call s", "images/s, whole call"], [
+        [f"one process (`extract`: {one['num_workers']} decoding workers, {one['torch_threads']} torch threads)",
+         _f(one["img_s"], ".1f"), _f(one["first_batch_s"], ".2f"), _f(one["call_s"], ".2f"),
+         _f(one["call_img_s"], ".1f")],
+        [f"Ray local (`image_features_ray`: {r['actors']} actors × {r['cpus_per_actor']} CPU)", _f(r["img_s"], ".1f"),
+         _f(r["first_batch_s"], ".2f"), _f(r["call_s"], ".2f"), _f(r["call_img_s"], ".1f")]])
+    sp = ry["ratio_spread"]
+    return lines + [
+        f"- Ray / one process, images/s once running: {_spread_cell(sp)} (lower quartile – median – upper "
+        f"quartile of {sp['repeats']} interleaved rounds); whole calls, start-up included: "
+        f"{_spread_cell(ry.get('call_ratio_spread'))}.",
+        f"- Ray's start-up: `ray.init` {r['init_s']:.1f} s (once per session), the first call {r['first_call_s']:.1f} s; "
+        "each call then starts its actors and loads a CNN in each (the start-up column).",
+        f"- Features: max absolute difference to `extract` {ry['max_abs_diff']:.1e}.",
+        *([f"- Contention: load average {ry['load_avg_1min'][0]:.1f} → {ry['load_avg_1min'][1]:.1f} "
+           f"(1 min, this machine's {res['machine']['logical_cores']} cores). A busy machine slows the one "
+           "process (two OpenMP threads waiting for each other) more than Ray (one thread per actor); in the "
+           f"{len(q['rounds'])} round(s) where the one process ran within 10 % of its best, Ray / one process "
+           f"was {', '.join(f'{x:.2f}' for x in q['ratios'])}."] if (q := ry.get("quiet_rounds")) else []),
+        f"- {ry['note']}", ""]
+
+
+def _ann(res: dict[str, Any]) -> list[str]:
+    ann = res.get("ann")
+    if not ann or not ann.get("sizes"):
+        return []
+    c = ann["config"]
+    lines = ["## Approximate search: FAISS indexes (lesson 11)", "",
+             f"`benchmarks/bench_ann.py`: `crosslab.ann_faiss` indexes on `crosslab.ann.clustered_vectors` "
+             f"(d={c['d']}, {c['queries']:,} queries, k={c['k']}). *Recall@{c['k']}*: share of FAISS flat's exact "
+             "top-k found. *Speed-up*: FAISS flat's time / the point's time (ratio of the medians); *per round*: "
+             "lower quartile – median – upper quartile of the same ratio within each interleaved round. "
+             "*B/vector*: the index's `faiss.serialize_index` length / N (float32 = 4d). Goal rule: the fastest "
+             f"point with recall ≥ {c['recall_target']} among indexes within {c['memory_share']:.3g} of float32 "
+             "memory.", ""]
+    for s in ann["sizes"]:
+        bound = s["memory_bound_bytes"]
+        lines += [f"### N = {s['n']:,}", "",
+                  f"{s['clusters']:,} clusters (the largest holds {s['largest_cluster_share']:.0%} of the vectors); "
+                  f"crosslab's exact `Index` returns FAISS flat's top-{s['k']} ids for "
+                  f"{s['crosslab_index_agreement']:.2%} of them; {s['rounds']} rounds; {s['seconds']:.0f} s in all.", ""]
+        lines += _table(["exact search", "queries/s", "median s", "runs", "B/vector"],
+                        [[e["backend"], _f(e["qps"], ",.0f"), _f(e["median_s"], ".3g"), len(e["samples_s"]),
+                          _f(e.get("bytes_per_vector"), ".1f")] for e in s["exact"]])
+        lines += _table(["index", "FAISS factory", "build s", "B/vector", "× float32"],
+                        [[b["index"], f"`{b['factory']}`", _f(b["build_s"], ".1f"), _f(b["bytes_per_vector"], ".1f"),
+                          _f(b["bytes_per_vector"] / (4 * s["d"]), ".3f")] for b in s["builds"]])
+        rows = [[p["index"], ", ".join(f"{k}={v}" for k, v in p["params"].items()) or "–",
+                 _f(p["recall"], ".3f"), _f(p["qps"], ",.0f"), _f(p["speedup"], ".1f"),
+                 _spread_cell(p.get("speedup_spread"), ".1f"), _f(p["bytes_per_vector"], ".0f"),
+                 "yes" if p["bytes_per_vector"] <= bound else "no",
+                 f"{p['queries']:,}"] for p in s["points"]]
+        lines += _table(["index", "search parameter", f"recall@{s['k']}", "queries/s", "speed-up", "per round",
+                         "B/vector", f"≤ {bound:.0f} B", "queries"], rows)
+        for what, key in (("Operating point (goal rule)", "operating_point"),
+                          ("Best recall within the memory bound", "best_within_memory"),
+                          (f"Fastest at recall ≥ {c['recall_target']}, any memory", "fastest_at_recall_any_memory")):
+            p = s.get(key)
+            lines += [f"- {what}: " + ("none" if not p else
+                      f"{p['index']} {', '.join(f'{k}={v}' for k, v in p['params'].items())}: recall "
+                      f"{p['recall']:.3f}, {p['qps']:,.0f} queries/s, {p['speedup']:.1f}× FAISS flat, "
+                      f"{p['bytes_per_vector']:.0f} B/vector")]
+        lines += [""]
+    return lines + [f"- {n}" for n in ann.get("notes", [])] + [""]

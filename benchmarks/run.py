@@ -7,7 +7,9 @@
 Sections: search (exact top-k vs FAISS / scikit-learn / NumPy), pairwise (metrics vs the
 naive broadcast), extraction (benchmarks/bench_extraction.py, when present), query
 (``python -m crosslab search`` from a new process, and a warm in-process query;
-benchmarks/bench_query.py), course (reads docs/results/course_timings.json, written after a full green ``run_course.py --cold-warm --readme``). With a CUDA GPU, search and pairwise
+benchmarks/bench_query.py), course (reads docs/results/course_timings.json, written after a full green ``run_course.py --cold-warm --readme``), ray (image extraction in one process vs Ray Data on
+this machine; benchmarks/bench_ray.py; Ray is skipped in quick mode), ann (FAISS approximate indexes:
+recall@10 vs queries/s and memory at 100k and 1M; benchmarks/bench_ann.py). With a CUDA GPU, search and pairwise
 also run there, labelled with the GPU's name; ratios never mix devices.
 
 Goals (:func:`goals`) are judged by ``benchmarks._harness.judge`` on per-repeat values:
@@ -34,9 +36,18 @@ from tqdm.auto import tqdm
 
 from crosslab._io import atomic_write_text
 
-from . import _harness, bench_course, bench_pairwise, bench_query, bench_search, report
+from . import (
+    _harness,
+    bench_ann,
+    bench_course,
+    bench_pairwise,
+    bench_query,
+    bench_ray,
+    bench_search,
+    report,
+)
 
-SECTIONS = ("search", "pairwise", "extraction", "query", "course")
+SECTIONS = ("search", "pairwise", "extraction", "query", "course", "ray", "ann")
 HERE = Path(__file__).resolve().parent
 
 
@@ -119,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                     res["query"] = bench_query.run(args.quick, pipeline="random" if args.quick else None)
                 elif section == "course":
                     res["course"] = bench_course.run()
+                elif section == "ray":
+                    res["ray"] = bench_ray.run(args.quick, log=log)
+                elif section == "ann":
+                    res["ann"] = bench_ann.run(args.quick, log=log)
             except Exception as e:  # one broken section must not lose the others' figures
                 res["errors"][section] = f"{type(e).__name__}: {e}"
                 log(traceback.format_exc())
@@ -140,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
 #: The keys of results.json that each section writes.
 SECTION_KEYS = {"search": ("search", "search_config", "search_notes", "search_worst"), "pairwise": ("pairwise",),
-                "extraction": ("extraction",), "query": ("query",), "course": ("course",)}
+                "extraction": ("extraction",), "query": ("query",), "course": ("course",),
+                "ray": ("ray",), "ann": ("ann",)}
 
 
 def _carry_over(res: dict[str, Any], args: argparse.Namespace) -> None:
@@ -273,6 +289,19 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
         if cache := o.get("cache"):
             add(f"warm feature-cache load on {dev} ≤ 2 s", f"{cache['n_images']:,} images",
                 cache.get("warm_load_samples_s") or [], 2.0, better="lower", fmt=".2f", unit=" s")
+    ray = res.get("ray") or {}
+    if (ray.get("ray") or {}).get("status") == "measured":
+        r = ray["ray"]
+        add(f"Ray Data on this machine ({r['actors']} actors) ≥ 0.8× single-process extraction throughput",
+            f"{ray['ratio']:.2f}× (median; Ray {r['img_s']:.0f} vs {ray['single_process']['img_s']:.0f} images/s "
+            f"once running; start-up apart: ray.init {r['init_s']:.0f} s, {r['first_batch_s']:.0f} s per call)"
+            + (f"; rounds where the one process ran near its best (a busy machine slows it more): "
+               f"{', '.join(f'{x:.2f}' for x in q['ratios'])}×" if (q := ray.get("quiet_rounds")) else ""),
+            ray.get("ratio_per_repeat") or [], 0.8, fmt=".2f", unit="×")
+        add("Ray features identical to single-process extraction (max abs difference ≤ 1e-5)",
+            f"{ray['max_abs_diff']:.1e}", [ray["max_abs_diff"]], 1e-5, better="lower", need="all", min_repeats=1,
+            fmt=".1e")
+    out += bench_ann.goals(res.get("ann"), quick)  # judged there, by the same judge()
     return out
 
 

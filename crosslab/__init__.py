@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "data", "device", "errors", "text", "image", "cache", "joint", "losses", "similarity",
     "search", "evaluation", "baselines", "plots", "widgets", "doctor",
-    "text_encoders", "zeroshot", "pipeline", "pipelines",
+    "text_encoders", "zeroshot", "pipeline", "pipelines", "ann", "store", "distributed",
 }
 #: The pipeline API at the top level: name -> module that defines it.
 _FUNCTIONS = {"list_pipelines": "pipelines", "create_pipeline": "pipelines", "load_pipeline": "pipeline"}

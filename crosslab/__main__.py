@@ -20,6 +20,7 @@ COMMANDS = {
     "pipelines": "list the named pipelines: what each is and what it needs",
     "search": "search the embedded clip art with a named pipeline",
     "evaluate": "fit named pipelines and print test-split retrieval metrics",
+    "index": "a vector store on disk (LanceDB): build DIR from pictures, search DIR",
 }
 
 

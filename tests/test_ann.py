@@ -107,3 +107,20 @@ def test_pq_clear_errors():
     pq = ProductQuantizer(m=2, bits=2).fit(np.random.default_rng(0).normal(size=(50, 4)))
     with pytest.raises(ShapeError, match="dimensions"):
         pq.scores(np.ones((1, 6)), pq.encode(np.ones((3, 4))))
+
+
+def test_training_on_a_sample_still_files_every_vector_under_its_nearest_centroid():
+    X, _ = clustered(3000, 16, seed=4)
+    for metric in ("cosine", "dot"):
+        index = IVFIndex(n_cells=12, train_size=500, metric=metric, seed=1).fit(X)
+        V, C = index.vectors_, index.centroids_
+        nearest = (V @ C.T).argmax(1) if metric == "cosine" else (2 * V @ C.T - (C ** 2).sum(1)).argmax(1)
+        filed = np.empty(len(V), dtype=int)
+        for c, ids in enumerate(index.lists_):
+            filed[ids] = c
+        assert sorted(np.concatenate(index.lists_).tolist()) == list(range(len(V)))
+        np.testing.assert_array_equal(filed, nearest)
+        _, exact = topk(V[:20] @ V.T, 5)
+        assert recall_at_k(index.search(V[:20], 5, nprobe=12)[1], exact) == 1.0
+    with pytest.raises(ShapeError, match="train_size"):
+        IVFIndex(train_size=0)
