@@ -19,7 +19,7 @@ with ``ray.init`` is used as it is). crosslab schedules nothing itself: Ray does
 cluster launcher builds the cluster (``ray up cluster.yaml``); then run your script with
 ``RAY_ADDRESS=ray://<head>:10001`` set, e.g. ``RAY_ADDRESS=... python index_photos.py``,
 where the script calls ``index_folder(..., engine="ray")``. Every node needs crosslab
-installed (``pip install "crosslab[scale]"`` in the launcher's setup commands) and must see
+installed from a copy of the course (``pip install -e ".[scale]"`` in the launcher's setup commands) and must see
 the image files at the same path (a shared or mounted file system).
 
 **Resumable indexing.** :func:`index_folder` keys each file by the SHA-256 of its bytes,
@@ -48,7 +48,7 @@ from .errors import CrosslabError, DataError, ImageError, ModelError
 __all__ = ["image_features_ray", "index_folder"]
 
 _NO_RAY = ('Ray is not installed; install it with  pip install "ray[data]"  '
-           '(or crosslab\'s extra:  pip install "crosslab[scale]").')
+           '(or, in the course folder, the extra:  pip install -e ".[scale]").')
 
 
 # ----------------------------------------------------------------------------- the Ray stage

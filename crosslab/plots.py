@@ -340,3 +340,30 @@ def plot_query_sets(
     ax.set_xlabel(f"{key} (%)")
     ax.legend(fontsize=8, title="queries", title_fontsize=8)
     return fig
+
+
+def plot_recall_qps(sizes: Sequence[dict], *, target: float | None = 0.95) -> Figure:
+    """Recall@10 against queries per second, one panel per collection size and one curve per
+    index (the ``ann`` section of ``make bench``'s ``benchmarks/results.json``, lesson 09).
+
+    ``sizes``: dicts with ``n``, ``d``, ``exact`` (``[{"backend", "qps"}]``) and ``points``
+    (``[{"index", "qps", "recall", "bytes_per_vector"}]``). Exact search (FAISS flat) is the
+    dashed line; ``target`` a recall level drawn as a thin line.
+    """
+    fig = Figure(figsize=(5.5 * max(1, len(sizes)), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(sizes))))
+    for ax, size in zip(axes, sizes, strict=False):
+        for name in dict.fromkeys(pt["index"] for pt in size["points"]):  # each index once, in order
+            pts = [pt for pt in size["points"] if pt["index"] == name]
+            if len(pts) > 1:  # the exhaustive ones (float16, 8-bit) are single points: in the table
+                ax.plot([pt["qps"] for pt in pts], [pt["recall"] for pt in pts], "o-", ms=3,
+                        label=f"{name} ({pts[0]['bytes_per_vector']:.0f} B)")
+        for e in size["exact"]:
+            if e["backend"] == "faiss-flat":
+                ax.axvline(e["qps"], color="grey", ls="--", label="exact (FAISS flat)")
+        if target is not None:
+            ax.axhline(target, color="grey", lw=0.6)
+        ax.set(xscale="log", xlabel="queries per second (log)", ylabel="recall@10 vs exact",
+               title=f"N = {size['n']:,} x {size['d']}")
+        ax.legend(fontsize=7)
+    return fig

@@ -83,7 +83,7 @@ def _lancedb() -> Any:
     try:
         import lancedb
     except ImportError:
-        raise CrosslabError("the vector store needs LanceDB: pip install 'crosslab[scale]'.") from None
+        raise CrosslabError("the vector store needs LanceDB: pip install lancedb (or, in the course folder: pip install -e '.[scale]').") from None
     # LanceDB warns at every fork of a process that imported it, because a forked child that
     # went on to use LanceDB could deadlock. crosslab's children (subprocess, Ray's workers) exec
     # a new program at once and never share LanceDB's runtime, so the warning is noise here.

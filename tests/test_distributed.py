@@ -183,7 +183,7 @@ def test_an_empty_or_missing_folder_is_a_clear_error(tmp_path, pipeline):
 
 def test_without_ray_the_error_says_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
-    with pytest.raises(CrosslabError, match=r'pip install "ray\[data\]".*crosslab\[scale\]'):
+    with pytest.raises(CrosslabError, match=r'pip install "ray\[data\]".*pip install -e "\.\[scale\]"'):
         dist.image_features_ray([tmp_path / "x.png"], "efficientnet_lite0", SIZE)
 
 

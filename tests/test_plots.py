@@ -148,3 +148,17 @@ def test_pair_distances_by_hand_and_shared_space_map():
     assert len(axes) == 2
     assert all(len(ax.lines) == 12 for ax in axes)  # one line per pair
     assert "pairs 0.00" in axes[1].get_title()
+
+
+def test_plot_recall_qps_draws_one_curve_per_index_and_the_exact_line():
+    sizes = [{"n": 1000, "d": 8, "exact": [{"backend": "faiss-flat", "qps": 100.0}, {"backend": "crosslab", "qps": 90.0}],
+              "points": [{"index": "ivf", "qps": q, "recall": r, "bytes_per_vector": 40.0}
+                         for q, r in ((900, 0.5), (500, 0.8), (200, 0.99))]
+              + [{"index": "sq8", "qps": 80.0, "recall": 0.97, "bytes_per_vector": 8.0}]}] * 2
+    fig = cl.plots.plot_recall_qps(sizes)
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    curves = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 3]
+    assert len(curves) == 1 and list(curves[0].get_ydata()) == [0.5, 0.8, 0.99]  # sq8: one point, no curve
+    assert any(list(ln.get_xdata()) == [100.0, 100.0] for ln in ax.get_lines())  # exact: FAISS flat only
+    assert ax.get_title() == "N = 1,000 x 8" and ax.get_xscale() == "log"
