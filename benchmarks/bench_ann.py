@@ -1,4 +1,4 @@
-"""Approximate search (lesson 11): FAISS's indexes, recall@10 against throughput and memory.
+"""Approximate search (lesson 09): FAISS's indexes, recall@10 against throughput and memory.
 
 Setting: :func:`crosslab.ann.clustered_vectors` (unit vectors from a Zipf-sized, anisotropic
 Gaussian mixture, queries new draws from it) at N = 100k and 1M, d = 256, 1,000 queries,

@@ -306,7 +306,7 @@ def _ann(res: dict[str, Any]) -> list[str]:
     if not ann or not ann.get("sizes"):
         return []
     c = ann["config"]
-    lines = ["## Approximate search: FAISS indexes (lesson 11)", "",
+    lines = ["## Approximate search: FAISS indexes (lesson 09)", "",
              f"`benchmarks/bench_ann.py`: `crosslab.ann_faiss` indexes on `crosslab.ann.clustered_vectors` "
              f"(d={c['d']}, {c['queries']:,} queries, k={c['k']}). *Recall@{c['k']}*: share of FAISS flat's exact "
              "top-k found. *Speed-up*: FAISS flat's time / the point's time (ratio of the medians); *per round*: "

@@ -224,7 +224,7 @@ def test_ann_benchmark_quick_run_and_report():
     goals = bench_ann.goals(res, quick=True)
     assert len(goals) == 2 and all(g["met"] is None for g in goals)
     text = report._ann({"ann": res})
-    assert "## Approximate search: FAISS indexes (lesson 11)" in text and "| ivf-pq | nprobe=1 |" in "\n".join(text)
+    assert "## Approximate search: FAISS indexes (lesson 09)" in text and "| ivf-pq | nprobe=1 |" in "\n".join(text)
 
 
 def test_operating_point_rule_and_goal_judgement():
