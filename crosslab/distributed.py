@@ -250,7 +250,8 @@ def index_folder(folder: str | os.PathLike, store: Any, *, engine: str = "local"
 
     Returns counts: ``found`` (image files), ``skipped`` (already stored), ``duplicates``
     (same bytes as another file here), ``extracted`` (added now), ``unreadable`` and
-    ``unreadable_files`` (``[(path, reason)]``; skipped, not stored, tried again next time).
+    ``unreadable_files`` (``[(path, reason)]``; skipped, not stored, tried again next time). A
+    symbolic link that leads out of ``folder`` is listed there too, and never followed.
     """
     from tqdm.auto import tqdm
 
@@ -270,7 +271,11 @@ def index_folder(folder: str | os.PathLike, store: Any, *, engine: str = "local"
     stats: dict[str, Any] = {"found": len(files), "skipped": 0, "duplicates": 0, "extracted": 0,
                              "unreadable": 0, "unreadable_files": []}
     stored, seen, todo, keys = set(store.keys()), set(), [], {}
+    inside = folder.resolve()
     for f in files:
+        if not f.resolve().is_relative_to(inside):  # a link out of the folder: never follow it
+            stats["unreadable_files"].append((str(f), "a link leading outside the folder: not followed"))
+            continue
         try:
             with open(f, "rb") as fh:
                 key = hashlib.file_digest(fh, "sha256").hexdigest()

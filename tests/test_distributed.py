@@ -222,3 +222,19 @@ def test_index_folder_fills_a_real_vector_store_and_resumes(tmp_path, folder):
     np.testing.assert_allclose(store.vectors(), store.pipeline.encode_image(paths), rtol=1e-5, atol=1e-5)
     hit = store.search(store.vectors()[7], k=1)[0]
     assert hit.id == 7 and hit.path == paths[7]
+
+
+def test_a_link_out_of_the_folder_is_listed_and_never_followed(tmp_path, folder, pipeline):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes((folder / "a" / "pic00.png").read_bytes())
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "own.png").write_bytes((folder / "a" / "pic01.png").read_bytes())
+    (mine / "link.png").symlink_to(outside / "secret.png")
+    (mine / "inner.png").symlink_to(mine / "own.png")  # a link that stays inside: a duplicate
+    store = _Store(pipeline)
+    stats = dist.index_folder(mine, store, progress=False)
+    assert stats["extracted"] == 1 and stats["duplicates"] == 1
+    assert stats["unreadable_files"] == [(str(mine / "link.png"), "a link leading outside the folder: not followed")]
+    assert [p for p, _ in store.rows.values()] == [str(mine / "inner.png")]  # sorted first; own.png: its duplicate
