@@ -32,7 +32,6 @@ is missing. The store is duck-typed (``keys()``, ``add(...)``, ``pipeline``; see
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -255,6 +254,8 @@ def index_folder(folder: str | os.PathLike, store: Any, *, engine: str = "local"
     """
     from tqdm.auto import tqdm
 
+    from .store import content_key
+
     if engine not in ("local", "ray"):
         raise CrosslabError(f"engine must be 'local' or 'ray', got {engine!r}.")
     folder = Path(folder).expanduser().absolute()  # stored paths work from any directory
@@ -277,10 +278,9 @@ def index_folder(folder: str | os.PathLike, store: Any, *, engine: str = "local"
             stats["unreadable_files"].append((str(f), "a link leading outside the folder: not followed"))
             continue
         try:
-            with open(f, "rb") as fh:
-                key = hashlib.file_digest(fh, "sha256").hexdigest()
-        except OSError as e:
-            stats["unreadable_files"].append((str(f), f"cannot read: {e}"))
+            key = content_key(f)  # the store's own key: SHA-256 of the file's bytes
+        except DataError as e:
+            stats["unreadable_files"].append((str(f), str(e)))
             continue
         if key in stored:
             stats["skipped"] += 1

@@ -102,7 +102,8 @@ def content_key(ref: Any, root: str | Path | None = None) -> str:
         return hashlib.sha256(f"{a.shape}{a.dtype}".encode() + a.tobytes()).hexdigest()
     p = Path(ref) if root is None or Path(ref).is_absolute() else Path(root) / ref
     try:
-        return hashlib.sha256(p.read_bytes()).hexdigest()
+        with open(p, "rb") as fh:  # streamed: a large photo is never held whole
+            return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError as e:
         raise DataError(f"{p}: cannot read the picture ({e.strerror}).") from None
 
