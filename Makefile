@@ -5,13 +5,14 @@
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
-PORT   ?= 8888
+PORT   ?=
 export VENV PYTHON
 
-.PHONY: help setup lab test lint unit nbval course notebooks results docs bench lock-env clean
+.PHONY: help setup lab app test lint unit nbval course notebooks results docs bench lock-env clean
 
 help:
 	@echo "make lab       start JupyterLab on the course (sets up .venv on first use)"
+	@echo "make app       serve the search app as a web page (DIR=folder PIPELINE=a,b PORT=...)"
 	@echo "make test      ruff + unit tests + nbval over every notebook"
 	@echo "make course    run every lesson headless, in order, and time it"
 	@echo "make notebooks re-execute the lessons in place (authors: commit the outputs)"
@@ -23,7 +24,11 @@ setup:
 	@bash scripts/setup_venv.sh
 
 lab: setup
-	@bash scripts/lab.sh $(PORT)
+	@bash scripts/lab.sh $(or $(PORT),8888)
+
+# The search app over a folder of pictures (default: the clip art) as a standalone page (Voila).
+app: setup
+	@PORT="$(PORT)" DIR="$(DIR)" PIPELINE="$(PIPELINE)" bash scripts/app.sh
 
 lint: setup
 	$(PY) -m ruff check crosslab tests benchmarks scripts

@@ -18,9 +18,11 @@ _SUBMODULES = {
     "data", "device", "errors", "text", "image", "cache", "joint", "losses", "similarity",
     "search", "evaluation", "baselines", "plots", "widgets", "doctor",
     "text_encoders", "zeroshot", "pipeline", "pipelines", "ann", "store", "distributed",
+    "collection", "collection_app",
 }
 #: The pipeline API at the top level: name -> module that defines it.
-_FUNCTIONS = {"list_pipelines": "pipelines", "create_pipeline": "pipelines", "load_pipeline": "pipeline"}
+_FUNCTIONS = {"list_pipelines": "pipelines", "create_pipeline": "pipelines", "load_pipeline": "pipeline",
+              "Collection": "collection"}
 
 
 def __getattr__(name: str):

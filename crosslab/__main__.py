@@ -1,4 +1,4 @@
-"""Command line: ``python -m crosslab COMMAND [options]``.
+"""Command line: ``crosslab COMMAND [options]`` (or ``python -m crosslab COMMAND [options]``).
 
 Each command lives in ``crosslab/commands/<name>.py`` and defines
 ``add_arguments(parser)`` and ``run(args) -> int``; they are imported only when
@@ -21,6 +21,7 @@ COMMANDS = {
     "search": "search the embedded clip art with a named pipeline",
     "evaluate": "fit named pipelines and print test-split retrieval metrics",
     "index": "a vector store on disk (LanceDB): build DIR from pictures, search DIR",
+    "collection": "index your own folder of pictures, then search it by words or by picture",
 }
 
 

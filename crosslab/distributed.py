@@ -44,7 +44,7 @@ import numpy as np
 
 from .errors import CrosslabError, DataError, ImageError, ModelError
 
-__all__ = ["image_features_ray", "index_folder"]
+__all__ = ["image_features_ray", "index_folder", "index_files"]
 
 _NO_RAY = ('Ray is not installed; install it with  pip install "ray[data]"  '
            '(or, in the course folder, the extra:  pip install -e ".[scale]").')
@@ -252,8 +252,6 @@ def index_folder(folder: str | os.PathLike, store: Any, *, engine: str = "local"
     ``unreadable_files`` (``[(path, reason)]``; skipped, not stored, tried again next time). A
     symbolic link that leads out of ``folder`` is listed there too, and never followed.
     """
-    from tqdm.auto import tqdm
-
     from .store import content_key
 
     if engine not in ("local", "ray"):
@@ -290,27 +288,57 @@ def index_folder(folder: str | os.PathLike, store: Any, *, engine: str = "local"
             seen.add(key)
             keys[str(f)] = key
             todo.append(str(f))
+    added, failed = index_files(store, todo, [keys[f] for f in todo], engine=engine, address=address, chunk=chunk,
+                                batch_size=batch_size, concurrency=concurrency, progress=progress,
+                                desc=f"indexing {folder.name}")
+    stats["extracted"] += added
+    stats["unreadable_files"] += failed
+    stats["unreadable"] = len(stats["unreadable_files"])
+    return stats
+
+
+def index_files(store: Any, paths: Sequence[str], keys: Sequence[str], captions: Sequence[str | None] | None = None,
+                *, engine: str = "local", address: str | None = None, chunk: int = 256, batch_size: int = 32,
+                concurrency: int | None = None, progress: bool = True,
+                desc: str = "indexing") -> tuple[int, list[tuple[str, str]]]:
+    """Embed the image files ``paths`` (with their content ``keys``, new to ``store``) with the store's
+    pipeline and append them chunk by chunk; returns ``(added, [(path, why unreadable)])``.
+
+    The extraction behind :func:`index_folder` and :class:`crosslab.collection.Collection`: an
+    unreadable file is listed, not stored, and never stops the others; an interruption loses at most
+    one chunk. ``captions`` (one per path, or None) are stored beside the vectors."""
+    from tqdm.auto import tqdm
+
+    if engine not in ("local", "ray"):
+        raise CrosslabError(f"engine must be 'local' or 'ray', got {engine!r}.")
+    todo = [str(p) for p in paths]
+    key_of = dict(zip(todo, (str(k) for k in keys), strict=True))
+    caption_of = dict(zip(todo, captions, strict=True)) if captions is not None else {}
+    pipeline = store.pipeline
+    if not hasattr(pipeline, "head") or not hasattr(pipeline, "image_input"):
+        raise ModelError(f"the store's pipeline {getattr(pipeline, 'name', pipeline)!r} has no single head "
+                         "(a fusion?); index with a single pipeline.")
+    added, failed = 0, []
     auto = bool(getattr(store, "auto_index", False))  # a VectorStore: update its ANN index once, at the end
     session = _ray_session(address) if engine == "ray" and todo else contextlib.nullcontext()
     try:
         if auto:
             store.auto_index = False
-        with session as ray, tqdm(total=len(todo), desc=f"indexing {folder.name}", unit="img",
-                                  disable=not progress) as bar:
+        with session as ray, tqdm(total=len(todo), desc=desc, unit="img", disable=not progress) as bar:
             chunks = _ray_chunks(ray, pipeline, todo, chunk, batch_size, concurrency) if engine == "ray" and todo \
                 else _local_chunks(pipeline, todo, chunk, batch_size)
-            for paths, Y, errors in chunks:
+            for part, Y, errors in chunks:
                 ok = [i for i, e in enumerate(errors) if not e]
-                stats["unreadable_files"] += [(p, e) for p, e in zip(paths, errors, strict=True) if e]
+                failed += [(p, e) for p, e in zip(part, errors, strict=True) if e]
                 if ok:  # one append per chunk: an interruption loses at most this chunk
-                    store.add(_embed(pipeline, Y[ok]), keys=[keys[paths[i]] for i in ok],
-                              paths=[paths[i] for i in ok])
-                    stats["extracted"] += len(ok)
-                bar.update(len(paths))
+                    kw = {"captions": [caption_of[part[i]] for i in ok]} if caption_of else {}
+                    store.add(_embed(pipeline, Y[ok]), keys=[key_of[part[i]] for i in ok],
+                              paths=[part[i] for i in ok], **kw)
+                    added += len(ok)
+                bar.update(len(part))
     finally:
         if auto:
             store.auto_index = True
     if auto:
         store.update_index()
-    stats["unreadable"] = len(stats["unreadable_files"])
-    return stats
+    return added, failed
