@@ -83,6 +83,7 @@ def render(res: dict[str, Any]) -> str:
     lines += _course(res)
     lines += _ray(res)
     lines += _ann(res)
+    lines += _collection(res)
     if errors := res.get("errors"):
         lines += ["## Errors", ""] + [f"- **{k}**: `{v}`" for k, v in errors.items()] + [""]
     return "\n".join(lines).rstrip() + "\n"
@@ -343,3 +344,49 @@ def _ann(res: dict[str, Any]) -> list[str]:
                       f"{p['bytes_per_vector']:.0f} B/vector")]
         lines += [""]
     return lines + [f"- {n}" for n in ann.get("notes", [])] + [""]
+
+
+def _collection(res: dict[str, Any]) -> list[str]:
+    col = res.get("collection")
+    if not col or not col.get("index"):
+        return []
+    ix, app = col["index"], col.get("app") or {}
+    lines = ["## Your own folder: indexing and the `make app` page (issue 20)", "",
+             f"`benchmarks/bench_collection.py`: a temporary folder of {col['files']}, pipeline `{ix['pipeline']}` "
+             f"({ix['encoder']} at {ix['image_size']} px on {ix['device']}, batches of {ix['batch_size']}, chunks of "
+             f"{ix['chunk']}), already fitted in the cache. {ix['rounds']} interleaved round(s): the encoder's "
+             "`extract` over the files (cache off: the peer), then `Collection(folder, directory=<empty>)` opened "
+             "and updated, timed whole; then one new picture and a new `Collection` on the same store, then no "
+             "change. *Per round*: lower quartile – median – upper quartile of the ratio within each round.", ""]
+    judged = {"index": col.get("index_judgement") or {}, "rerun": col.get("rerun_judgement") or {}}
+    lines += _table(["what", "seconds (median)", "pictures/s", "notes"], [
+        [f"`ImageEncoder.extract` of {ix['n_images']:,} files (peer)", _f(ix["extract_s"], ".2f"),
+         _f(ix["extract_img_s"], ".0f"), "the encoder's throughput"],
+        [f"`Collection.update` of {ix['n_images']:,} files, empty store", _f(ix["index_s"], ".2f"),
+         _f(ix["index_img_s"], ".0f"),
+         f"of it: opening the store {ix['open_s']:.2f} s (pipeline from the cache); hashing the files "
+         f"{ix['hash_s']:.2f} s (timed apart)"],
+        ["index / extraction (goal ≤ 1.2)", _f(ix["ratio"], ".2f") + "×", "–",
+         f"per round {_spread_cell(ix.get('ratio_spread'))}; {_met(judged['index'])}"],
+        ["second run, one new picture", _f(ix["one_new_s"], ".2f"), "–",
+         f"added {sorted(set(ix['samples']['one_added']))} (goal: 1); {_met(judged['rerun'])}"],
+        ["re-run, no change", _f(ix["no_change_s"], ".2f"), "–",
+         f"added {sorted(set(ix['samples']['none_added']))} (goal: 0)"],
+    ])
+    if ix.get("note"):
+        lines += [f"- {ix['note']}.", ""]
+    if app.get("status") != "measured":
+        return lines + [f"`make app` page: {app.get('status', 'not measured')}.", ""]
+    lines += [f"`make app` page (`scripts/app.sh`, DIR = the folder, PIPELINE = `{app['pipeline']}`), "
+              f"{app['launches']} launches, the folder's features cached before (indexed in "
+              f"{app['pre_index_s']:.0f} s, untimed), headless Chromium; {len(app['answer_samples_s'])} queries in "
+              f"all ({len(app['queries'])} per launch after the warm-up {app['warmup_query']!r}).", ""]
+    lines += _table(["what", "median s", "max s", "goal"], [
+        ["script start → Voila's port open", _f(app["listening_s"], ".2f"), "–", "–"],
+        ["script start → query box visible (page start)", _f(app["page_s"], ".2f"), _f(app["page_max_s"], ".2f"),
+         "≤ 30 s"],
+        ["Enter → results drawn (query)", _f(app["answer_s"], ".3f"), _f(app["answer_max_s"], ".3f"), "≤ 1 s"],
+        ["Enter → message names the query", _f(app["message_s"], ".3f"), _f(app["message_max_s"], ".3f"), "–"],
+    ])
+    return lines + [f"- warm-up query per launch: {', '.join(f'{x:.2f}' for x in app['warmup_answer_s'])} s",
+                    f"- {app['note']}", ""]

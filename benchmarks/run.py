@@ -9,7 +9,10 @@ naive broadcast), extraction (benchmarks/bench_extraction.py, when present), que
 (``python -m crosslab search`` from a new process, and a warm in-process query;
 benchmarks/bench_query.py), course (reads docs/results/course_timings.json, written after a full green ``run_course.py --cold-warm --readme``), ray (image extraction in one process vs Ray Data on
 this machine; benchmarks/bench_ray.py; Ray is skipped in quick mode), ann (FAISS approximate indexes:
-recall@10 vs queries/s and memory at 100k and 1M; benchmarks/bench_ann.py). With a CUDA GPU, search and pairwise
+recall@10 vs queries/s and memory at 100k and 1M; benchmarks/bench_ann.py), collection (indexing a
+1,000-picture folder with ``Collection.update`` against extraction alone, a re-run with one new
+picture, and ``make app``'s page in headless Chromium: start-up and query latency;
+benchmarks/bench_collection.py; no browser in quick mode). With a CUDA GPU, search and pairwise
 also run there, labelled with the GPU's name; ratios never mix devices.
 
 Goals (:func:`goals`) are judged by ``benchmarks._harness.judge`` on per-repeat values:
@@ -39,6 +42,7 @@ from crosslab._io import atomic_write_text
 from . import (
     _harness,
     bench_ann,
+    bench_collection,
     bench_course,
     bench_pairwise,
     bench_query,
@@ -47,7 +51,7 @@ from . import (
     report,
 )
 
-SECTIONS = ("search", "pairwise", "extraction", "query", "course", "ray", "ann")
+SECTIONS = ("search", "pairwise", "extraction", "query", "course", "ray", "ann", "collection")
 HERE = Path(__file__).resolve().parent
 
 
@@ -134,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                     res["ray"] = bench_ray.run(args.quick, log=log)
                 elif section == "ann":
                     res["ann"] = bench_ann.run(args.quick, log=log)
+                elif section == "collection":
+                    res["collection"] = bench_collection.run(args.quick, log=log)
             except Exception as e:  # one broken section must not lose the others' figures
                 res["errors"][section] = f"{type(e).__name__}: {e}"
                 log(traceback.format_exc())
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 #: The keys of results.json that each section writes.
 SECTION_KEYS = {"search": ("search", "search_config", "search_notes", "search_worst"), "pairwise": ("pairwise",),
                 "extraction": ("extraction",), "query": ("query",), "course": ("course",),
-                "ray": ("ray",), "ann": ("ann",)}
+                "ray": ("ray",), "ann": ("ann",), "collection": ("collection",)}
 
 
 def _carry_over(res: dict[str, Any], args: argparse.Namespace) -> None:
@@ -302,6 +308,7 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
             f"{ray['max_abs_diff']:.1e}", [ray["max_abs_diff"]], 1e-5, better="lower", need="all", min_repeats=1,
             fmt=".1e")
     out += bench_ann.goals(res.get("ann"), quick)  # judged there, by the same judge()
+    out += bench_collection.goals(res.get("collection"), quick)  # likewise
     return out
 
 

@@ -42,6 +42,7 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ import numpy as np
 
 from .errors import CrosslabError, DataError, ImageError, ModelError, QueryError, SchemaError
 
-__all__ = ["Collection", "UpdateReport", "collections_root", "SHIPPED"]
+__all__ = ["Collection", "UpdateReport", "collections_root", "sample_folder", "read_picture", "SHIPPED"]
 
 #: Datasets the course ships, usable as a source by name.
 SHIPPED = ("clipart", "photos")
@@ -354,6 +355,27 @@ class Collection:
         self._ready()
         return self._hits(np.asarray(self.pipeline.encode_text(query))[0], k)
 
+    def ranks(self, queries: Sequence[str], targets: Sequence[str | os.PathLike]) -> np.ndarray:
+        """For each query (words) the 1-based rank of its ``target`` (a picture file of the collection)
+        among all the collection's pictures, by exact scores: how well search works on *your*
+        pictures, once you have written a few queries with the picture each should find."""
+        from .evaluation import ranks
+
+        self._ready()
+        if len(queries) != len(targets) or not len(queries):
+            raise QueryError(f"give one target picture per query: {len(queries)} queries, {len(targets)} targets.")
+        keys = list(self._current)
+        column = {str(Path(e.path).resolve()): i for i, e in enumerate(self._current.values())}
+        missing = [str(t) for t in targets if str(Path(t).expanduser().resolve()) not in column]
+        if missing:
+            raise DataError(f"{missing[0]} is not a picture of this collection ({len(missing)} such target(s)); "
+                            "targets are files found by the last update().")
+        rows = self.store.rows()
+        row_of = {k: i for i, k in enumerate(rows["key"])}
+        V = np.stack([rows["vector"][row_of[k]] for k in keys])
+        S = self.pipeline.score(np.asarray(self.pipeline.encode_text(list(queries))), V)
+        return ranks(S, np.array([column[str(Path(t).expanduser().resolve())] for t in targets]))[0]
+
     def embed_image(self, image: Any) -> np.ndarray:
         """The joint-space vector of one picture: a path, PIL image, uint8 array or a file's bytes."""
         self._ready()
@@ -414,6 +436,44 @@ class Collection:
         if named is not None:
             self._vocab[named] = self._vocab[key]
         return self._vocab[key]
+
+
+def sample_folder(n_drawings: int = 300, *, broken: bool = True) -> Path:
+    """A folder of pictures to practise on, made once in the cache: the course's 18 real photos as
+    JPEGs under ``photos/`` and the first ``n_drawings`` test-split drawings under ``drawings/`` (no
+    captions: a folder like yours), plus, with ``broken``, two files that are not pictures
+    (``broken/half-a-photo.jpg``, a truncated JPEG, and ``broken/notes.jpg``, text). Files are written
+    atomically and only when missing, so a second call changes nothing."""
+    import shutil
+
+    from PIL import Image
+
+    from ._io import atomic_write
+    from .cache import cache_root
+    from .data import load_clipart, load_photos
+
+    root = cache_root() / "samples" / f"my-pictures-{n_drawings}{'-broken' * broken}"
+    for sub in ("photos", "drawings") + (("broken",) if broken else ()):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    photos = load_photos()
+    for i, name in enumerate(photos.ids):
+        f = root / "photos" / f"{name}.jpg"
+        if not f.exists():
+            with atomic_write(f, "wb") as fh:
+                Image.fromarray(photos.images[i]).save(fh, format="JPEG", quality=90)
+    ds = load_clipart()
+    for i in np.flatnonzero(ds.split == "test")[:n_drawings]:
+        f = root / "drawings" / Path(ds.images[i]).name
+        if not f.exists():
+            with atomic_write(f, "wb") as fh, open(Path(ds.root) / ds.images[i], "rb") as src:
+                shutil.copyfileobj(src, fh)
+    if broken:
+        whole = (root / "photos" / f"{photos.ids[0]}.jpg").read_bytes()
+        for name, content in (("half-a-photo.jpg", whole[: len(whole) // 2]), ("notes.jpg", b"a shopping list\n")):
+            if not (root / "broken" / name).exists():
+                with atomic_write(root / "broken" / name, "wb") as fh:
+                    fh.write(content)
+    return root
 
 
 def _phrases(vocabulary: Any) -> list[str]:

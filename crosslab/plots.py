@@ -253,6 +253,37 @@ def show_ranked(
     return fig
 
 
+def show_hits(rows: Sequence[tuple[str, object, Sequence]], width: int = 18) -> Figure:
+    """One row per query: its label (and its picture, when it has one), then its hits' pictures.
+
+    ``rows``: ``(label, picture or None, hits)``; a hit has a ``path`` (a picture file) and a
+    ``score`` (e.g. :class:`crosslab.store.StoreHit` from a collection). Each hit is titled with its
+    score and its folder's name.
+    """
+    from pathlib import Path
+
+    from .collection import read_picture
+
+    if not rows:
+        raise ValueError("show_hits needs at least one row (label, picture or None, hits).")
+    ncols = max(1, max(len(r[2]) for r in rows)) + 1
+    fig = Figure(figsize=(1.9 * ncols, 2.3 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    for r, (label, picture, hits) in enumerate(rows):
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_frame_on(False)
+        axes[r][0].set_title(textwrap.fill(str(label), width, max_lines=3, placeholder=" ..."), fontsize=9,
+                             loc="left")
+        if picture is not None:
+            axes[r][0].imshow(np.asarray(read_picture(picture)))
+        for c, h in enumerate(hits, start=1):
+            axes[r][c].imshow(np.asarray(read_picture(h.path)))
+            axes[r][c].set_title(f"{h.score:.2f} {Path(h.path).parent.name}", fontsize=8)
+    return fig
+
+
 def plot_history(histories: dict[str, dict], keys: Sequence[str] = ("val_t2i_r10", "val_i2t_r10")) -> Figure:
     """Training curves: loss per epoch (left) and validation R@10 per epoch (right), one line per run.
 

@@ -605,3 +605,49 @@ def test_the_command_indexes_then_searches(pics, tmp_path, monkeypatch, capsys):
     assert "error" in err and "is empty" in err
     assert main(["collection", str(tmp_path / "nowhere"), "--pipeline", PIPELINE]) == 1
     assert "no such folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- ranks and the sample folder
+@pytest.mark.slow
+def test_ranks_equal_a_brute_force_count(indexed, pipeline):
+    col, folder = _reopened(indexed)
+    pictures = sorted(folder.iterdir())
+    queries = ["an apple", "a red car", "a house with a tree", "a dog"]
+    targets = [pictures[0], pictures[3], pictures[5], pictures[0]]
+    got = col.ranks(queries, targets)
+    V = pipeline.encode_image([load_image(p) for p in pictures])
+    S = pipeline.score(pipeline.encode_text(queries), V)
+    want = [1 + int((S[q] > S[q, pictures.index(t)]).sum()) for q, t in enumerate(targets)]
+    assert got.tolist() == want
+    with pytest.raises(DataError, match="not a picture of this collection"):
+        col.ranks(["an apple"], [folder.parent / "elsewhere.png"])
+    with pytest.raises(QueryError, match="one target picture per query"):
+        col.ranks(["an apple", "a dog"], [pictures[0]])
+
+
+def test_sample_folder_is_made_once_and_holds_two_broken_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path))
+    folder = col_mod.sample_folder(5)
+    assert folder.is_relative_to(tmp_path)
+    assert len(list((folder / "photos").glob("*.jpg"))) == 18
+    assert len(list((folder / "drawings").iterdir())) == 5
+    for f in (folder / "photos").iterdir():  # real, whole JPEGs
+        assert load_image(f).size[0] > 0
+    with pytest.raises(ImageError, match="truncated"):
+        load_image(folder / "broken" / "half-a-photo.jpg")
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(folder / "broken" / "notes.jpg")
+    before = _snapshot(folder)
+    assert col_mod.sample_folder(5) == folder and _snapshot(folder) == before  # nothing rewritten
+
+
+def test_make_app_refuses_a_missing_folder_before_starting_anything(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = os.environ | {"DIR": str(tmp_path / "no such folder"), "VENV": str(Path(sys.prefix))}
+    r = subprocess.run(["bash", str(root / "scripts" / "app.sh")], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2
+    assert "no such folder or file" in r.stderr and "no such folder" in r.stderr

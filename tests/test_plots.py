@@ -162,3 +162,23 @@ def test_plot_recall_qps_draws_one_curve_per_index_and_the_exact_line():
     assert len(curves) == 1 and list(curves[0].get_ydata()) == [0.5, 0.8, 0.99]  # sq8: one point, no curve
     assert any(list(ln.get_xdata()) == [100.0, 100.0] for ln in ax.get_lines())  # exact: FAISS flat only
     assert ax.get_title() == "N = 1,000 x 8" and ax.get_xscale() == "log"
+
+
+def test_show_hits_draws_each_hit_with_its_score_and_folder(tmp_path):
+    from PIL import Image
+
+    from crosslab.store import StoreHit
+
+    (tmp_path / "photos").mkdir()
+    paths = []
+    for i, colour in enumerate(("red", "blue", "green")):
+        paths.append(tmp_path / "photos" / f"{colour}.png")
+        Image.new("RGB", (20 + i, 10), colour).save(paths[-1])
+    hits = [StoreHit(i, 0.9 - i / 10, f"k{i}", str(p), None) for i, p in enumerate(paths)]
+    fig = plots.show_hits([("a red square", None, hits), ("like this", paths[0], hits[:1])])
+    axes = fig.get_axes()
+    assert len(axes) == 2 * 4  # 2 rows x (label + 3 hits)
+    assert [axes[c].get_title() for c in range(1, 4)] == ["0.90 photos", "0.80 photos", "0.70 photos"]
+    assert axes[0].get_title(loc="left") == "a red square" and not axes[0].images  # words: no picture
+    assert axes[4].images and axes[5].images and not axes[6].images  # the query picture, one hit, empty
+    assert tuple(axes[1].images[0].get_array().shape[:2]) == (10, 20)  # the file's own pixels
