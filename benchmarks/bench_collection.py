@@ -18,7 +18,7 @@ The goals (issue 20, "your own collection"), each measured against a peer or a b
    loaded) once before anything is timed, and one small untimed index warms LanceDB's imports.
 2. *A second run with one new file extracts one file*: after each round's index one new
    picture is copied in and a new ``Collection`` on the same store is updated (as a new
-   session would): ``report.added`` must be 1 in every round; then once more with no change
+   session would): ``report.extracted`` must be 1 in every round; then once more with no change
    (``added`` must be 0). Both are timed whole (store and pipeline loaded from disk included;
    the CNN stays loaded in this process and torch imported, so a new process adds its start-up).
 3. *make app answers a typed query in the browser in ≤ 1 s once warm; the page starts in ≤ 30 s
@@ -137,9 +137,9 @@ def _index_rounds(folder: Path, paths: list[str], extras: list[Path], rounds: in
         s["index_s"].append(time.perf_counter() - t0)
         s["open_s"].append(t1 - t0)
         s["found"].append(rep.found)
-        s["added"].append(rep.added)
+        s["added"].append(rep.extracted)
         s["duplicates"].append(rep.duplicates)
-        s["skipped"].append(len(rep.skipped))
+        s["skipped"].append(len(rep.unreadable))
 
         t0 = time.perf_counter()
         for p in paths:
@@ -151,19 +151,19 @@ def _index_rounds(folder: Path, paths: list[str], extras: list[Path], rounds: in
         t0 = time.perf_counter()
         rep1 = Collection(folder, directory=store_dir).update(progress=False)
         s["one_s"].append(time.perf_counter() - t0)
-        s["one_added"].append(rep1.added)
-        s["one_stored"].append(rep1.stored)
+        s["one_added"].append(rep1.extracted)
+        s["one_stored"].append(rep1.already_stored)
         t0 = time.perf_counter()
         rep0 = Collection(folder, directory=store_dir).update(progress=False)
         s["none_s"].append(time.perf_counter() - t0)
-        s["none_added"].append(rep0.added)
+        s["none_added"].append(rep0.extracted)
         new.unlink()
         del col
         shutil.rmtree(store_dir)
         log(f"collection round {r + 1}/{rounds}: extract {s['extract_s'][-1]:.1f} s, index {s['index_s'][-1]:.1f} s "
             f"(x{s['index_s'][-1] / s['extract_s'][-1]:.2f}; store open {s['open_s'][-1]:.1f} s, hashing "
-            f"{s['hash_s'][-1]:.2f} s); +1 file: added {rep1.added} in {s['one_s'][-1]:.1f} s; no change: added "
-            f"{rep0.added} in {s['none_s'][-1]:.1f} s")
+            f"{s['hash_s'][-1]:.2f} s); +1 file: added {rep1.extracted} in {s['one_s'][-1]:.1f} s; no change: added "
+            f"{rep0.extracted} in {s['none_s'][-1]:.1f} s")
     med = statistics.median
     ratios = [i / e for i, e in zip(s["index_s"], s["extract_s"], strict=True)]
     return {
@@ -304,7 +304,7 @@ def _app(folder: Path, n: int, launches: int, work: Path, log: Any) -> dict[str,
     med = statistics.median
     return {
         "status": "measured", "launches": launches, "pipeline": col.pipeline_name, "pre_index_s": round(index_s, 1),
-        "pre_index_added": rep.added, "queries": list(QUERIES), "warmup_query": WARMUP_QUERY,
+        "pre_index_added": rep.extracted, "queries": list(QUERIES), "warmup_query": WARMUP_QUERY,
         "page_s": round(med(page), 2), "page_max_s": round(max(page), 2), "page_samples_s": page,
         "listening_s": round(med(r["listening_s"] for r in runs), 2),
         "answer_s": round(med(answers), 3), "answer_max_s": round(max(answers), 3), "answer_samples_s": answers,

@@ -4,7 +4,7 @@
     print(col.update())                     # embed what is new or changed (a progress bar), list what was skipped
     col.search("a dog on the beach", k=8)   # words -> pictures
     col.similar("~/photos/dog.jpg", k=8)    # a picture -> pictures that look alike
-    col.caption("holiday.jpg", k=5)         # a picture -> phrases of a vocabulary, best first
+    col.describe("holiday.jpg", k=5)        # a picture -> phrases of a vocabulary, best first
 
 A *source* is a folder of pictures (searched recursively: JPEG, PNG, WebP, ...; no captions
 needed), a captioned file (a CSV of image path and caption, a Karpathy or COCO ``.json``; its
@@ -72,25 +72,25 @@ class UpdateReport:
 
     source: str
     found: int = 0  #: picture files (or captioned pictures) in the source
-    added: int = 0  #: extracted and stored now
-    stored: int = 0  #: already in the store (skipped)
-    duplicates: int = 0  #: the same bytes as another file of this source
-    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  #: (file, why), not stored
+    extracted: int = 0  #: embedded and stored by this update
+    already_stored: int = 0  #: stored by an earlier update (nothing to do)
+    duplicates: int = 0  #: the same bytes as another file of this source (searchable once)
+    unreadable: list[tuple[str, str]] = dataclasses.field(default_factory=list)  #: (file, why): not stored
     notes: list[str] = dataclasses.field(default_factory=list)  #: e.g. a CSV's missing files
     seconds: float = 0.0
 
     @property
     def searchable(self) -> int:
-        """Pictures a search can return: found, minus skipped, minus duplicates."""
-        return self.found - len(self.skipped) - self.duplicates
+        """Pictures a search can return: found, minus unreadable, minus duplicates."""
+        return self.found - len(self.unreadable) - self.duplicates
 
     def __str__(self) -> str:
-        lines = [f"{self.source}: {self.found:,} pictures found; {self.added:,} extracted now, "
-                 f"{self.stored:,} already stored, {self.duplicates:,} duplicates, "
-                 f"{len(self.skipped):,} skipped ({self.seconds:.1f} s)"]
-        lines += [f"  skipped {path}: {why}" for path, why in self.skipped[:10]]
-        if len(self.skipped) > 10:
-            lines.append(f"  ... and {len(self.skipped) - 10:,} more (report.skipped lists them all)")
+        lines = [f"{self.source}: {self.found:,} pictures found; {self.extracted:,} extracted now, "
+                 f"{self.already_stored:,} already stored, {self.duplicates:,} duplicates, "
+                 f"{len(self.unreadable):,} unreadable ({self.seconds:.1f} s)"]
+        lines += [f"  unreadable {path}: {why}" for path, why in self.unreadable[:10]]
+        if len(self.unreadable) > 10:
+            lines.append(f"  ... and {len(self.unreadable) - 10:,} more (report.unreadable lists them all)")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -125,16 +125,16 @@ class Collection:
         if get_spec(self.pipeline_name).parts:
             raise CrosslabError(f"{self.pipeline_name!r} is a fusion: it has no single vector per picture; "
                                 f"use one of its parts ({' or '.join(get_spec(self.pipeline_name).parts)}).")
-        name = str(source)
-        if name in SHIPPED:
-            self.source, self.kind = name, "shipped"
-        else:
-            path = Path(source).expanduser().absolute()
-            if not path.exists():
-                raise DataError(f"{path}: no such folder or file. Point at a folder of pictures, a .csv / "
-                                f".json caption file, or one of {', '.join(SHIPPED)}.")
+        path = Path(source).expanduser()
+        if path.exists():  # a real folder or file wins over a shipped dataset's name
+            path = path.resolve()  # one store per folder, however it is spelled or linked to
             self.source, self.kind = str(path), "folder" if path.is_dir() else "file"
-        self.images = None if images is None else Path(images).expanduser().absolute()
+        elif str(source) in SHIPPED:
+            self.source, self.kind = str(source), "shipped"
+        else:
+            raise DataError(f"{path.absolute()}: no such folder or file. Point at a folder of pictures, a .csv / "
+                            f".json caption file, or one of {', '.join(SHIPPED)}.")
+        self.images = None if images is None else Path(images).expanduser().resolve()
         self._train = train
         tag = hashlib.sha256(f"{self.source}\0{self.images}\0{self.pipeline_name}".encode()).hexdigest()[:16]
         stem = Path(self.source).name or "root"
@@ -142,11 +142,14 @@ class Collection:
             else collections_root() / f"{stem}-{tag}"
         pictures = Path(self.source) if self.kind == "folder" else \
             self.images or (Path(self.source).parent if self.kind == "file" else None)
-        if pictures is not None and self.directory.resolve().is_relative_to(pictures.resolve()):
+        # (the default, crosslab's cache, may lie inside a folder you index, e.g. your home: that is
+        # crosslab's own folder, which a listing skips, as every hidden one)
+        if directory is not None and pictures is not None and self.directory.resolve().is_relative_to(pictures):
             raise DataError(f"{self.directory} lies inside the picture folder {pictures}; crosslab only reads "
                             "your folders: choose a store directory elsewhere (or leave the default, the cache).")
         self._store: Any = None
         self._current: dict[str, _Entry] = {}  # key -> the file holding those bytes now
+        self._key_of: dict[str, str] = {}  # every readable file (duplicates too) -> its key
         self._vocab: dict[str, tuple[list[str], np.ndarray]] = {}
         self.report: UpdateReport | None = None
 
@@ -225,7 +228,7 @@ class Collection:
         inside, out = folder.resolve(), []
         for f in files:
             if not f.resolve().is_relative_to(inside):  # a link out of the folder: never follow it
-                report.skipped.append((str(f), "a link leading outside the folder: not followed"))
+                report.unreadable.append((str(f), "a link leading outside the folder: not followed"))
             else:
                 out.append(_Entry(str(f), None))
         return out
@@ -275,7 +278,7 @@ class Collection:
                 rec = old.get(e.path)
                 key = rec[2] if isinstance(rec, list) and len(rec) == 3 and rec[:2] == sig else content_key(e.path)
             except (OSError, DataError) as err:
-                report.skipped.append((e.path, str(getattr(err, "strerror", None) or err)))
+                report.unreadable.append((e.path, _reason(e.path, str(getattr(err, "strerror", None) or err))))
                 continue
             keys[e.path], new[e.path] = key, [*sig, key]
         if new != old:
@@ -292,7 +295,7 @@ class Collection:
         t0 = time.perf_counter()
         report = UpdateReport(self.source)
         entries = self._entries(report)
-        report.found = len(entries) + len(report.skipped)
+        report.found = len(entries) + len(report.unreadable)
         store = self.store
         keys = self._keys(entries, report)
         stored, current, todo = store.keys(), {}, []
@@ -305,21 +308,22 @@ class Collection:
                 continue
             current[k] = e
             if k in stored:
-                report.stored += 1
+                report.already_stored += 1
             else:
                 todo.append(e)
         added, failed = index_files(store, [e.path for e in todo], [keys[e.path] for e in todo],
                                     [e.caption for e in todo], engine=engine, address=address,
                                     progress=progress, desc=f"indexing {Path(self.source).name}")
-        report.added = added
-        report.skipped += failed
+        report.extracted = added
+        report.unreadable += [(path, _reason(path, why)) for path, why in failed]
         for path, _ in failed:
             current.pop(keys[path], None)
         if not current:
-            reasons = "; ".join(f"{Path(p).name}: {why}" for p, why in report.skipped[:3])
+            reasons = "; ".join(f"{Path(p).name}: {why}" for p, why in report.unreadable[:3])
             raise DataError(f"{self.source}: none of its {report.found:,} picture file(s) could be read, so nothing "
-                            f"was stored ({reasons}{'; ...' if len(report.skipped) > 3 else ''}).")
+                            f"was stored ({reasons}{'; ...' if len(report.unreadable) > 3 else ''}).")
         self._current = current
+        self._key_of = {path: k for path, k in keys.items() if k in current}
         report.seconds = time.perf_counter() - t0
         self.report = report
         return report
@@ -330,8 +334,8 @@ class Collection:
 
     # ----- search ----------------------------------------------------------------------------
     def _ready(self) -> None:
-        if self.report is None:
-            self.update(progress=False)
+        if self.report is None:  # the first search brings the collection up to date (with a progress bar)
+            self.update()
 
     def _hits(self, vector: np.ndarray, k: int) -> list[Any]:
         """The store's hits for ``vector``, only pictures present now, under their current paths."""
@@ -365,16 +369,18 @@ class Collection:
         if len(queries) != len(targets) or not len(queries):
             raise QueryError(f"give one target picture per query: {len(queries)} queries, {len(targets)} targets.")
         keys = list(self._current)
-        column = {str(Path(e.path).resolve()): i for i, e in enumerate(self._current.values())}
-        missing = [str(t) for t in targets if str(Path(t).expanduser().resolve()) not in column]
+        index = {k: i for i, k in enumerate(keys)}
+        key_of = {str(Path(path).resolve()): k for path, k in self._key_of.items()}
+        wanted = [str(Path(t).expanduser().resolve()) for t in targets]
+        missing = [t for t in wanted if t not in key_of]
         if missing:
-            raise DataError(f"{missing[0]} is not a picture of this collection ({len(missing)} such target(s)); "
-                            "targets are files found by the last update().")
+            raise DataError(f"{missing[0]} is not a readable picture of this collection ({len(missing)} such "
+                            "target(s)); targets are files found by the last update().")
         rows = self.store.rows()
         row_of = {k: i for i, k in enumerate(rows["key"])}
         V = np.stack([rows["vector"][row_of[k]] for k in keys])
         S = self.pipeline.score(np.asarray(self.pipeline.encode_text(list(queries))), V)
-        return ranks(S, np.array([column[str(Path(t).expanduser().resolve())] for t in targets]))[0]
+        return ranks(S, np.array([index[key_of[t]] for t in wanted]))[0]
 
     def embed_image(self, image: Any) -> np.ndarray:
         """The joint-space vector of one picture: a path, PIL image, uint8 array or a file's bytes."""
@@ -385,7 +391,7 @@ class Collection:
         """The ``k`` pictures of the collection nearest ``image`` in the joint space (itself first, if in it)."""
         return self._hits(self.embed_image(image), k)
 
-    def caption(self, image: Any, k: int = 5, vocabulary: Any = "clipart") -> list[tuple[str, float]]:
+    def describe(self, image: Any, k: int = 5, vocabulary: Any = "clipart") -> list[tuple[str, float]]:
         """The ``k`` phrases of ``vocabulary`` that best describe ``image``: ``[(phrase, score)]``, best first.
 
         ``vocabulary``: ``"clipart"`` (the clip art's captions), ``"imagenet"`` (the 1,000 class
@@ -438,6 +444,14 @@ class Collection:
         return self._vocab[key]
 
 
+def _reason(path: str, why: str) -> str:
+    """``why`` without the file's path it often starts with (the report names the file already)."""
+    for prefix in (f"{path}: ", f"{path} "):
+        if why.startswith(prefix):
+            return why[len(prefix):]
+    return why
+
+
 def sample_folder(n_drawings: int = 300, *, broken: bool = True) -> Path:
     """A folder of pictures to practise on, made once in the cache: the course's 18 real photos as
     JPEGs under ``photos/`` and the first ``n_drawings`` test-split drawings under ``drawings/`` (no
@@ -452,6 +466,10 @@ def sample_folder(n_drawings: int = 300, *, broken: bool = True) -> Path:
     from .cache import cache_root
     from .data import load_clipart, load_photos
 
+    ds = load_clipart()
+    test = np.flatnonzero(ds.split == "test")
+    if not isinstance(n_drawings, int | np.integer) or not 0 <= n_drawings <= len(test):
+        raise DataError(f"n_drawings must be 0 .. {len(test)} (the test split's drawings), got {n_drawings!r}.")
     root = cache_root() / "samples" / f"my-pictures-{n_drawings}{'-broken' * broken}"
     for sub in ("photos", "drawings") + (("broken",) if broken else ()):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -461,8 +479,7 @@ def sample_folder(n_drawings: int = 300, *, broken: bool = True) -> Path:
         if not f.exists():
             with atomic_write(f, "wb") as fh:
                 Image.fromarray(photos.images[i]).save(fh, format="JPEG", quality=90)
-    ds = load_clipart()
-    for i in np.flatnonzero(ds.split == "test")[:n_drawings]:
+    for i in test[:n_drawings]:
         f = root / "drawings" / Path(ds.images[i]).name
         if not f.exists():
             with atomic_write(f, "wb") as fh, open(Path(ds.root) / ds.images[i], "rb") as src:

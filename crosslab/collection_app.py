@@ -81,8 +81,8 @@ class CollectionApp(W.VBox):
                 return
         r = c.report
         self.status.value = _message(f"{len(c):,} pictures from {c.source} ({c.pipeline_name})" +
-                                     (f"; {len(r.skipped):,} files skipped: {r.skipped[0][0]}: {r.skipped[0][1]}"
-                                      if r.skipped else ""))
+                                     (f"; {len(r.unreadable):,} unreadable file(s) left out, e.g. "
+                                      f"{Path(r.unreadable[0][0]).name}: {r.unreadable[0][1]}" if r.unreadable else ""))
         self._rerun()
 
     def _rerun(self) -> None:
@@ -134,7 +134,7 @@ class CollectionApp(W.VBox):
         """Picture -> phrases of the vocabulary, and pictures of the collection like it."""
         c = self.collection
         try:
-            self.phrases = c.caption(picture, 5, self.vocabulary.value)
+            self.phrases = c.describe(picture, 5, self.vocabulary.value)
             self.hits = c.similar(picture, self.k.value)
         except CrosslabError as e:
             self.message.value = _message(str(e), "error")

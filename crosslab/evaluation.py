@@ -133,36 +133,56 @@ def evaluate(
 
 # ----------------------------------------------------------------------------- uncertainty
 def bootstrap_ci(r: np.ndarray, k: int = 10, *, n_boot: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+                 seed: int = 0, groups: Any = None) -> tuple[float, float]:
     """Percentile bootstrap interval of R@``k`` (in %) over the queries whose ranks are ``r``.
 
     The queries (captions for text->image, images for image->text) are drawn with
     replacement ``n_boot`` times (seeded); the interval holds the middle ``level`` of the
     resampled R@K. It says how much R@K would move on another draw of queries like these.
+    ``groups`` (one label per query, e.g. the picture a caption describes) draws whole groups
+    instead -- a *cluster* bootstrap: two captions of one picture are not two independent
+    draws, and treating them as such makes the interval too narrow.
     """
     hit = _hits(r, k)
-    idx = np.random.default_rng(seed).integers(0, len(hit), size=(n_boot, len(hit)))
-    boot = 100.0 * hit[idx].mean(1)
+    boot = 100.0 * _draw(hit, None, n_boot, seed, groups)
     a = (1 - level) / 2
     return float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a))
 
 
 def paired_bootstrap(r_a: np.ndarray, r_b: np.ndarray, k: int = 10, *, n_boot: int = 1000,
-                     level: float = 0.95, seed: int = 0) -> dict[str, float]:
+                     level: float = 0.95, seed: int = 0, groups: Any = None) -> dict[str, float]:
     """The difference R@``k``(a) - R@``k``(b) in points, for two models ranked on the same queries.
 
     The same resampled queries score both models (paired), so what the two have in
     common cancels and the interval is narrower than two separate ones. ``real`` is True
     when the interval excludes 0: the difference is unlikely to be noise of the query draw.
+    ``groups`` as for :func:`bootstrap_ci` (whole groups are drawn, the same for both models).
     """
     a, b = _hits(r_a, k), _hits(r_b, k)
     if a.shape != b.shape:
         raise ShapeError(f"paired ranks must cover the same queries: {a.shape} vs {b.shape}.")
-    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
-    boot = 100.0 * (a[idx].mean(1) - b[idx].mean(1))
+    boot = 100.0 * _draw(a, b, n_boot, seed, groups)
     q = (1 - level) / 2
     low, high = float(np.quantile(boot, q)), float(np.quantile(boot, 1 - q))
     return {"diff": 100.0 * float(a.mean() - b.mean()), "low": low, "high": high, "real": bool(low > 0 or high < 0)}
+
+
+def _draw(a: np.ndarray, b: np.ndarray | None, n_boot: int, seed: int, groups: Any) -> np.ndarray:
+    """``n_boot`` resampled means of ``a`` (minus ``b``'s on the same draw): queries, or whole groups."""
+    rng = np.random.default_rng(seed)
+    d = a if b is None else a - b
+    if groups is None:
+        idx = rng.integers(0, len(d), size=(n_boot, len(d)))
+        return d[idx].mean(1)
+    labels = np.asarray(groups)
+    if labels.shape != d.shape:
+        raise ShapeError(f"groups must give one label per query: {labels.shape} for {d.shape} ranks.")
+    _, g = np.unique(labels, return_inverse=True)  # groups numbered by sorted label
+    order = np.argsort(np.unique(g, return_index=True)[1], kind="stable")  # ... renumbered by first appearance
+    g = np.argsort(order)[g]
+    sums, sizes = np.bincount(g, weights=d), np.bincount(g).astype(np.float64)
+    idx = rng.integers(0, len(sums), size=(n_boot, len(sums)))
+    return sums[idx].sum(1) / sizes[idx].sum(1)
 
 
 def _hits(r: np.ndarray, k: int) -> np.ndarray:

@@ -122,8 +122,8 @@ def indexed(tmp_path_factory, clipart, pipeline):
 def test_a_folder_indexes_and_searches_like_brute_force(indexed, pipeline, clipart):
     col, folder, report = indexed
     files = sorted(str(p) for p in folder.iterdir())
-    assert (report.found, report.added, report.stored, report.duplicates) == (N, N, 0, 0)
-    assert report.skipped == [] and report.searchable == N == len(col)
+    assert (report.found, report.extracted, report.already_stored, report.duplicates) == (N, N, 0, 0)
+    assert report.unreadable == [] and report.searchable == N == len(col)
     assert not col.directory.resolve().is_relative_to(folder.resolve())
 
     for _, caption in clipart[:3]:  # words -> pictures: the towers' cosine, ranked by numpy
@@ -154,7 +154,7 @@ def test_a_copy_counts_as_a_duplicate_and_is_returned_once(pics, tmp_path):
     shutil.copy(files[0], pics / "copy.png")
     col = _new(pics, tmp_path)
     r = col.update(progress=False)
-    assert (r.found, r.added, r.duplicates, r.searchable, len(col)) == (N + 1, N, 1, N, N)
+    assert (r.found, r.extracted, r.duplicates, r.searchable, len(col)) == (N + 1, N, 1, N, N)
     hits = col.search("a picture", k=50)
     assert len(hits) == N and len({h.key for h in hits}) == N
 
@@ -163,20 +163,20 @@ def test_a_copy_counts_as_a_duplicate_and_is_returned_once(pics, tmp_path):
 @pytest.mark.slow
 def test_rerun_add_remove_rename_and_edit(pics, tmp_path, clipart):
     col = _new(pics, tmp_path)
-    assert col.update(progress=False).added == N
+    assert col.update(progress=False).extracted == N
     again = col.update(progress=False)
-    assert (again.found, again.added, again.stored) == (N, 0, N)
+    assert (again.found, again.extracted, again.already_stored) == (N, 0, N)
 
     new, _ = clipart[N]  # one new file: one extraction
     shutil.copy(new, pics / new.name)
     r = col.update(progress=False)
-    assert (r.found, r.added, r.stored) == (N + 1, 1, N)
+    assert (r.found, r.extracted, r.already_stored) == (N + 1, 1, N)
     assert col.similar(pics / new.name, k=1)[0].path == str(pics / new.name)
 
     gone = sorted(pics.iterdir())[0]  # a removed file is never returned again
     gone.unlink()
     r = col.update(progress=False)
-    assert (r.found, r.added, r.stored) == (N, 0, N)
+    assert (r.found, r.extracted, r.already_stored) == (N, 0, N)
     for q in ("a bird", "a drawing of a penguin", "an animal"):
         hits = col.search(q, k=len(col) + 5)
         assert len(hits) == N and str(gone) not in {h.path for h in hits}
@@ -187,7 +187,7 @@ def test_rerun_add_remove_rename_and_edit(pics, tmp_path, clipart):
     moved = pics / "sub" / "renamed.png"
     old.rename(moved)
     r = col.update(progress=False)
-    assert (r.found, r.added, r.stored) == (N, 0, N)
+    assert (r.found, r.extracted, r.already_stored) == (N, 0, N)
     paths = {h.path for h in col.search("an animal", k=50)}
     assert str(moved) in paths and str(old) not in paths
     assert col.similar(moved, k=1)[0].path == str(moved)
@@ -197,13 +197,13 @@ def test_rerun_add_remove_rename_and_edit(pics, tmp_path, clipart):
     replacement, _ = clipart[N + 1]
     edited.write_bytes(replacement.read_bytes())
     r = col.update(progress=False)
-    assert (r.found, r.added, r.stored) == (N, 1, N - 1)
+    assert (r.found, r.extracted, r.already_stored) == (N, 1, N - 1)
     assert before.key not in {h.key for h in col.search("an animal", k=50)}
     assert col.similar(replacement, k=1)[0].path == str(edited)
 
     fresh = _new(pics, tmp_path)  # another process later: the store and the file list are on disk
     r = fresh.update(progress=False)
-    assert (r.found, r.added, r.stored) == (N, 0, N) and len(fresh) == N
+    assert (r.found, r.extracted, r.already_stored) == (N, 0, N) and len(fresh) == N
 
 
 @pytest.mark.slow
@@ -220,25 +220,25 @@ def test_unchanged_files_are_not_hashed_again(pics, tmp_path, monkeypatch):
     col.update(progress=False)
     assert len(calls) == N
     calls.clear()
-    assert col.update(progress=False).added == 0 and calls == []
+    assert col.update(progress=False).extracted == 0 and calls == []
 
     touched = sorted(pics.iterdir())[3]  # a new modification time, same bytes: hashed again, not extracted
     st = touched.stat()
     os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     r = col.update(progress=False)
-    assert calls == [str(touched)] and r.added == 0
+    assert calls == [str(touched)] and r.extracted == 0
     calls.clear()
 
     changed = sorted(pics.iterdir())[5]  # new bytes: hashed and extracted
     with Image.open(changed) as im:
         im.convert("RGB").resize((31, 29)).save(changed)
     r = col.update(progress=False)
-    assert calls == [str(changed)] and r.added == 1
+    assert calls == [str(changed)] and r.extracted == 1
     calls.clear()
 
-    assert _new(pics, tmp_path).update(progress=False).added == 0 and calls == []  # a new process: none
+    assert _new(pics, tmp_path).update(progress=False).extracted == 0 and calls == []  # a new process: none
     (col.directory / col_mod.MANIFEST).write_text("{not json")  # a damaged file list: everything hashed again
-    assert _new(pics, tmp_path).update(progress=False).added == 0 and len(calls) == N
+    assert _new(pics, tmp_path).update(progress=False).extracted == 0 and len(calls) == N
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -273,12 +273,12 @@ def test_a_truncated_jpeg_is_skipped_and_the_others_stored(tmp_path, clipart, pi
     before = _snapshot(folder)
     col = _new(folder, tmp_path)
     r = col.update(progress=False)
-    assert (r.found, r.added) == (5, 4) and len(col) == 4 == r.searchable
-    assert [p for p, _ in r.skipped] == [str(bad)]
-    assert "truncated" in r.skipped[0][1] or "corrupt" in r.skipped[0][1]
+    assert (r.found, r.extracted) == (5, 4) and len(col) == 4 == r.searchable
+    assert [p for p, _ in r.unreadable] == [str(bad)]
+    assert "truncated" in r.unreadable[0][1] or "corrupt" in r.unreadable[0][1]
     assert str(bad) not in {h.path for h in col.search("a picture", k=50)}
     again = col.update(progress=False)  # tried again next time, still skipped
-    assert again.added == 0 and [p for p, _ in again.skipped] == [str(bad)]
+    assert again.extracted == 0 and [p for p, _ in again.unreadable] == [str(bad)]
     assert _snapshot(folder) == before
 
 
@@ -321,9 +321,9 @@ def test_a_decompression_bomb_is_skipped_without_decoding_it(tmp_path, clipart, 
     before = _snapshot(folder)
     col = _new(folder, tmp_path)
     r = col.update(progress=False)
-    assert (r.found, r.added, len(col)) == (4, 3, 3)
-    assert [p for p, _ in r.skipped] == [str(bomb)]
-    assert "decompression bomb" in r.skipped[0][1] and "limit" in r.skipped[0][1]
+    assert (r.found, r.extracted, len(col)) == (4, 3, 3)
+    assert [p for p, _ in r.unreadable] == [str(bomb)]
+    assert "decompression bomb" in r.unreadable[0][1] and "limit" in r.unreadable[0][1]
     assert no_big_decode and all(w * h <= MAX_IMAGE_PIXELS for w, h in no_big_decode)
     with pytest.raises(ImageError, match="decompression bomb"):
         col.similar(bomb)
@@ -341,9 +341,9 @@ def test_a_link_out_of_the_folder_is_not_followed(tmp_path, clipart, pipeline):
     before = _snapshot(folder)
     col = _new(folder, tmp_path)
     r = col.update(progress=False)
-    assert r.added == 3 and len(col) == 3
-    assert str(link) in dict(r.skipped) and "not followed" in dict(r.skipped)[str(link)]
-    assert all(not p.startswith(str(outside)) for p, _ in r.skipped)
+    assert r.extracted == 3 and len(col) == 3
+    assert str(link) in dict(r.unreadable) and "not followed" in dict(r.unreadable)[str(link)]
+    assert all(not p.startswith(str(outside)) for p, _ in r.unreadable)
     paths = {h.path for h in col.search("a picture", k=50)}
     assert paths <= {str(p) for p in folder.iterdir()} and str(link) not in paths
     assert all(not Path(p).resolve().is_relative_to(outside) for p in paths)
@@ -372,7 +372,7 @@ def test_a_csv_with_missing_files_stores_the_present_ones(tmp_path, clipart, pip
     before = _snapshot(folder)
     col = Collection(csv, PIPELINE, directory=tmp_path / "store")
     r = col.update(progress=False)
-    assert (r.found, r.added, len(col)) == (4, 4, 4)
+    assert (r.found, r.extracted, len(col)) == (4, 4, 4)
     assert any("skipped 2" in n for n in r.notes), r.notes
     hits = col.search("a picture", k=10)
     assert {(Path(h.path).name, h.caption) for h in hits} == set(rows)
@@ -395,7 +395,7 @@ def test_a_read_only_folder_indexes_with_the_store_outside_it(tmp_path, clipart,
         before = _snapshot(folder)
         col = Collection(folder, PIPELINE)
         r = col.update(progress=False)
-        assert r.added == 4 and len(col) == 4
+        assert r.extracted == 4 and len(col) == 4
         assert col.directory.is_relative_to(cache) and (col.directory / "store").is_dir()
         assert col.search("a picture", k=1)[0].path in {str(p) for p in folder.iterdir()}
         assert _snapshot(folder) == before
@@ -481,7 +481,7 @@ def test_caption_ranks_a_vocabulary_like_brute_force(indexed, pipeline, tmp_path
     for picture in pictures[:3]:
         ref = _ranking(pipeline, PHRASES, picture)
         for k in (1, 3, len(PHRASES), 50):
-            got = col.caption(picture, k=k, vocabulary=PHRASES)
+            got = col.describe(picture, k=k, vocabulary=PHRASES)
             assert len(got) == min(k, len(PHRASES))
             assert all(a[1] >= b[1] for a, b in zip(got, got[1:], strict=False))
             assert [t for t, _ in got] == [t for t, _ in ref[: len(got)]]
@@ -489,7 +489,7 @@ def test_caption_ranks_a_vocabulary_like_brute_force(indexed, pipeline, tmp_path
 
     vocab = tmp_path / "vocabulary.txt"  # one phrase per line; blanks and repeats dropped
     vocab.write_text("\n".join([PHRASES[0], "", "  ", PHRASES[1], PHRASES[0], f"  {PHRASES[2]}  ", ""]) + "\n")
-    got = col.caption(pictures[0], k=10, vocabulary=str(vocab))
+    got = col.describe(pictures[0], k=10, vocabulary=str(vocab))
     ref = _ranking(pipeline, PHRASES[:3], pictures[0])
     assert [t for t, _ in got] == [t for t, _ in ref]
     np.testing.assert_allclose([s for _, s in got], [s for _, s in ref], atol=1e-4)
@@ -497,13 +497,13 @@ def test_caption_ranks_a_vocabulary_like_brute_force(indexed, pipeline, tmp_path
     (tmp_path / "blank.txt").write_text("\n  \n\n")
     for empty in ([], ["", "   "], str(tmp_path / "blank.txt")):
         with pytest.raises(DataError, match="no phrases"):
-            col.caption(pictures[0], vocabulary=empty)
+            col.describe(pictures[0], vocabulary=empty)
     with pytest.raises(DataError):
-        col.caption(pictures[0], vocabulary=str(tmp_path / "no-such-file.txt"))
+        col.describe(pictures[0], vocabulary=str(tmp_path / "no-such-file.txt"))
     with pytest.raises(DataError):
-        col.caption(pictures[0], vocabulary=["a cat", 3])
+        col.describe(pictures[0], vocabulary=["a cat", 3])
     with pytest.raises(CrosslabError):
-        col.caption(pictures[0], k=0, vocabulary=PHRASES)
+        col.describe(pictures[0], k=0, vocabulary=PHRASES)
 
 
 @pytest.mark.slow
@@ -511,8 +511,8 @@ def test_caption_with_two_different_lists_of_the_same_length(indexed, pipeline):
     col, folder = _reopened(indexed)
     picture = sorted(folder.iterdir())[0]
     first, second = PHRASES[:3], PHRASES[3:6]
-    assert {t for t, _ in col.caption(picture, k=3, vocabulary=first)} == set(first)
-    got = col.caption(picture, k=3, vocabulary=second)
+    assert {t for t, _ in col.describe(picture, k=3, vocabulary=first)} == set(first)
+    got = col.describe(picture, k=3, vocabulary=second)
     assert [t for t, _ in got] == [t for t, _ in _ranking(pipeline, second, picture)]
 
 
@@ -522,7 +522,7 @@ def test_caption_with_a_vocabulary_file_given_as_a_path(indexed, pipeline, tmp_p
     picture = sorted(folder.iterdir())[0]
     vocab = tmp_path / "vocabulary.txt"
     vocab.write_text("\n".join(PHRASES[:4]) + "\n")
-    got = col.caption(picture, k=4, vocabulary=vocab)
+    got = col.describe(picture, k=4, vocabulary=vocab)
     assert [t for t, _ in got] == [t for t, _ in _ranking(pipeline, PHRASES[:4], picture)]
 
 
@@ -530,7 +530,7 @@ def test_caption_with_a_vocabulary_file_given_as_a_path(indexed, pipeline, tmp_p
 def test_caption_never_returns_a_phrase_of_unknown_words(indexed):
     col, folder = _reopened(indexed)
     picture = sorted(folder.iterdir())[0]
-    got = col.caption(picture, k=5, vocabulary=["a red apple", "a blue car", "qwxzzy blorf"])
+    got = col.describe(picture, k=5, vocabulary=["a red apple", "a blue car", "qwxzzy blorf"])
     assert "qwxzzy blorf" not in [t for t, _ in got]
 
 
@@ -545,13 +545,13 @@ def test_a_damaged_store_is_rebuilt_not_trusted(pics, tmp_path):
     again = _new(pics, tmp_path)
     with pytest.warns(RuntimeWarning, match="rebuilding"):
         r = again.update(progress=False)
-    assert (r.found, r.added, r.stored) == (N, N, 0)
+    assert (r.found, r.extracted, r.already_stored) == (N, N, 0)
     hits = again.search("an animal", k=3)
     assert len(hits) == 3 and all(Path(h.path).parent == pics for h in hits)
     assert json.loads(meta.read_text())  # written anew
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        assert _new(pics, tmp_path).update(progress=False).added == 0  # and trusted from then on
+        assert _new(pics, tmp_path).update(progress=False).extracted == 0  # and trusted from then on
 
 
 @pytest.mark.slow
@@ -586,7 +586,7 @@ def test_the_command_indexes_then_searches(pics, tmp_path, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert rc == 0, err
     doc = json.loads(out)
-    assert (doc["found"], doc["added"], doc["pipeline"]) == (N, N, PIPELINE)
+    assert (doc["found"], doc["extracted"], doc["pipeline"]) == (N, N, PIPELINE)
     assert Path(doc["store"]).is_relative_to(cache)
     words, example = doc["results"]
     assert words["kind"] == "words" and len(words["hits"]) == 3
@@ -596,7 +596,7 @@ def test_the_command_indexes_then_searches(pics, tmp_path, monkeypatch, capsys):
 
     rc = main(["collection", str(pics), "--pipeline", PIPELINE, "--json", "--k", "50", "--query", "apple"])
     doc = json.loads(capsys.readouterr().out)
-    assert rc == 0 and doc["added"] == 0 and doc["stored"] == N and len(doc["results"][0]["hits"]) == N
+    assert rc == 0 and doc["extracted"] == 0 and doc["already_stored"] == N and len(doc["results"][0]["hits"]) == N
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -619,7 +619,7 @@ def test_ranks_equal_a_brute_force_count(indexed, pipeline):
     S = pipeline.score(pipeline.encode_text(queries), V)
     want = [1 + int((S[q] > S[q, pictures.index(t)]).sum()) for q, t in enumerate(targets)]
     assert got.tolist() == want
-    with pytest.raises(DataError, match="not a picture of this collection"):
+    with pytest.raises(DataError, match="not a readable picture of this collection"):
         col.ranks(["an apple"], [folder.parent / "elsewhere.png"])
     with pytest.raises(QueryError, match="one target picture per query"):
         col.ranks(["an apple", "a dog"], [pictures[0]])
@@ -651,3 +651,21 @@ def test_make_app_refuses_a_missing_folder_before_starting_anything(tmp_path):
                        text=True, timeout=60)
     assert r.returncode == 2
     assert "no such folder or file" in r.stderr and "no such folder" in r.stderr
+
+
+def test_a_real_folder_wins_over_a_shipped_name(tmp_path, monkeypatch, pipeline):
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    col = Collection("photos", PIPELINE, directory=tmp_path / "store")
+    assert col.kind == "folder" and col.source == str((tmp_path / "photos").resolve())
+    assert Collection("clipart", PIPELINE, directory=tmp_path / "s2").kind == "shipped"
+
+
+def test_the_default_store_may_lie_in_a_hidden_folder_inside_the_one_indexed(tmp_path, monkeypatch, pipeline):
+    home = tmp_path / "home"
+    (home / "Pictures").mkdir(parents=True)
+    monkeypatch.setattr(col_mod, "collections_root", lambda: home / ".cache" / "crosslab" / "collections")
+    col = Collection(home, PIPELINE)  # e.g. indexing ~ with the cache in ~/.cache: crosslab's own folder
+    assert col.directory.is_relative_to(home / ".cache")
+    with pytest.raises(DataError, match="lies inside the picture folder"):
+        Collection(home, PIPELINE, directory=home / "Pictures" / "store")  # chosen by you: refused

@@ -141,3 +141,25 @@ def test_unseen_captions_by_hand():
     # test captions in split order: "a  RED apple", "blue car", "green pear ", "lemon"
     assert unseen_captions(ds).tolist() == [False, True, False, True]
     assert unseen_captions(ds, "train", seen="test").tolist() == [False, False]
+
+
+def test_cluster_bootstrap_draws_whole_groups():
+    from crosslab.evaluation import bootstrap_ci, paired_bootstrap
+
+    rng = np.random.default_rng(3)
+    r = rng.integers(1, 30, size=40)
+    r2 = rng.integers(1, 30, size=40)
+    # one group per query, in query order: exactly the plain bootstrap
+    assert bootstrap_ci(r, 10, groups=np.arange(40)) == bootstrap_ci(r, 10)
+    assert paired_bootstrap(r, r2, groups=np.arange(40)) == paired_bootstrap(r, r2)
+    # every query twice (two captions of one picture that always agree): drawing pictures gives
+    # exactly the interval of the 40 pictures alone; drawing captions pretends to twice the data
+    doubled, doubled2 = np.repeat(r, 2), np.repeat(r2, 2)
+    pictures = np.repeat([f"p{i:02d}" for i in range(40)], 2)
+    assert bootstrap_ci(doubled, 10, groups=pictures) == bootstrap_ci(r, 10)
+    assert paired_bootstrap(doubled, doubled2, groups=pictures) == paired_bootstrap(r, r2)
+    lo, hi = bootstrap_ci(doubled, 10)
+    glo, ghi = bootstrap_ci(doubled, 10, groups=pictures)
+    assert hi - lo < ghi - glo  # the naive interval is too narrow
+    with pytest.raises(ShapeError, match="one label per query"):
+        bootstrap_ci(r, 10, groups=np.arange(39))

@@ -3,11 +3,11 @@
     crosslab collection ~/photos                                  # index (only new or changed files)
     crosslab collection ~/photos --query "a dog on the beach"     # ... then search by words
     crosslab collection ~/photos --like ~/photos/dog.jpg          # ... by an example picture
-    crosslab collection ~/photos --caption holiday.jpg --vocabulary imagenet   # words for a picture
+    crosslab collection ~/photos --describe ~/photos/cat.jpg --vocabulary imagenet   # words for a picture
     crosslab collection captions.csv --images ~/photos --pipeline cca+glove
 
 (``python -m crosslab collection ...`` is the same.) Every run first brings the collection's store
-up to date -- a second run extracts only what is new -- and prints what it skipped and why. The
+up to date -- a second run extracts only what is new -- and lists the files it could not read. The
 store lives in crosslab's cache, never in your folder.
 """
 
@@ -31,11 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="search the pictures by these words (repeatable)")
     p.add_argument("--like", action="append", default=[], metavar="IMAGE",
                    help="search the pictures that look like this picture file (repeatable)")
-    p.add_argument("--caption", action="append", default=[], metavar="IMAGE",
+    p.add_argument("--describe", action="append", default=[], metavar="IMAGE",
                    help="rank the vocabulary's phrases for this picture file (repeatable)")
     p.add_argument("--vocabulary", default="clipart",
-                   help="phrases for --caption: clipart (default), imagenet, or a text file with one phrase per line")
-    p.add_argument("--k", type=int, default=5, help="results per search (default 5)")
+                   help="phrases for --describe: clipart (default), imagenet, or a text file with one phrase per line")
+    p.add_argument("--k", type=int, default=10, help="results per search (default 10)")
     p.add_argument("--engine", default="local", choices=("local", "ray"),
                    help="extract in this process (default) or on Ray Data")
     p.add_argument("--json", action="store_true", help="print the report and results as JSON")
@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     col = Collection(args.source, args.pipeline, images=args.images)
     report = col.update(progress=not (args.quiet or args.json), engine=args.engine)
     out: dict = {"source": report.source, "pipeline": col.pipeline_name, "store": str(col.directory),
-                 "found": report.found, "added": report.added, "stored": report.stored,
-                 "duplicates": report.duplicates, "skipped": [list(s) for s in report.skipped],
+                 "found": report.found, "extracted": report.extracted, "already_stored": report.already_stored,
+                 "duplicates": report.duplicates, "unreadable": [list(s) for s in report.unreadable],
                  "notes": report.notes, "seconds": round(report.seconds, 2), "results": []}
     if not args.json:
         print(report)
@@ -72,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
         hits("words", q, col.search(q, args.k))
     for im in args.like:
         hits("like", im, col.similar(im, args.k))
-    for im in args.caption:
-        phrases = col.caption(im, args.k, args.vocabulary)
-        out["results"].append({"kind": "caption", "query": im, "vocabulary": args.vocabulary,
+    for im in args.describe:
+        phrases = col.describe(im, args.k, args.vocabulary)
+        out["results"].append({"kind": "describe", "query": im, "vocabulary": args.vocabulary,
                                "phrases": [{"rank": r, "score": round(s, 4), "phrase": t}
                                            for r, (t, s) in enumerate(phrases, 1)]})
         if not args.json:
