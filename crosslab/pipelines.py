@@ -197,8 +197,8 @@ def features(ds: Any, text: str = "glove+w2v-tfidf", *, image_input: str = "feat
 class _Context:
     """What the fitters share for one dataset: fitted text encoders and every feature, computed once."""
 
-    def __init__(self, ds: Any, device: Any, progress: bool) -> None:
-        self.ds, self.device, self.progress = ds, device, progress
+    def __init__(self, ds: Any, device: Any, progress: bool, cache: bool = True) -> None:
+        self.ds, self.device, self.progress, self.cache = ds, device, progress, cache
         self.rows = {s: split_rows(ds, s) for s in ("train", "val")}
         self._text: dict[str, Any] = {}
         self._feats: dict[str, np.ndarray] = {}
@@ -304,7 +304,10 @@ def _fusion_queries(ds: Any) -> Any:
 def _fit_fusion(ctx: _Context, spec: Spec) -> FusionPipeline:
     from .zeroshot import choose_w
 
-    a, b = (_fit(ctx, n) for n in spec.parts)
+    # The parts as create_pipeline gives them (from the cache when they were fitted before, in their
+    # saved form either way), so a fusion never refits what another lesson has fitted already.
+    a, b = (create_pipeline(n, ctx.ds, device=ctx.device, cache=ctx.cache, progress=ctx.progress)
+            for n in spec.parts)
     caps, imgs, c2i = ctx.rows["val"]
     queries = _fusion_queries(ctx.ds)
     if queries is None:  # the val captions: both directions, one-standard-error rule
@@ -377,7 +380,7 @@ def create_pipeline(name: str, ds: Any = None, *, device: Any = None, cache: boo
         ds = load_clipart()
 
     def fit() -> dict[str, np.ndarray]:
-        return _fit(_Context(ds, device, progress), name).to_arrays()
+        return _fit(_Context(ds, device, progress, cache), name).to_arrays()
 
     arrays, info = FeatureCache(namespace="pipelines").get_or_compute(
         _cache_parts(name, ds, device), fit, label=name.replace("(", "-").replace(")", "").replace(",", "-")

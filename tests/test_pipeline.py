@@ -318,3 +318,20 @@ def test_search_a_gallery_whose_images_have_no_captions(ds, cca):
     hits = cca.search("a red circle", k=3, gallery=bare)
     assert [h.id for h in hits] == [h.id for h in cca.search("a red circle", k=3)]
     assert all(h.caption == bare.ids[h.image] for h in hits)
+
+
+@pytest.mark.slow
+def test_a_fusion_reuses_its_fitted_parts_instead_of_refitting_them(monkeypatch):
+    ds = cl.data.load_clipart()
+    name = "fusion(cca+glove,conse+glove)"
+    parts = [cl.create_pipeline(n, ds, progress=False) for n in pipelines.get_spec(name).parts]  # fitted or cached
+
+    def refit(*_args, **_kw):
+        raise AssertionError("a fusion refitted one of its parts")
+
+    monkeypatch.setattr(pipelines, "FITTERS", {k: refit for k in pipelines.FITTERS})
+    fused = pipelines._fit(pipelines._Context(ds, None, False), name)  # the fusion itself, not from the cache
+    for part, mine in zip(parts, (fused.a, fused.b), strict=True):
+        assert part.name == mine.name
+        for k, v in part.to_arrays().items():
+            assert np.array_equal(v, mine.to_arrays()[k])
