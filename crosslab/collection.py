@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import warnings
@@ -50,7 +49,7 @@ import numpy as np
 
 from .errors import CrosslabError, DataError, ImageError, ModelError, QueryError, SchemaError
 
-__all__ = ["Collection", "UpdateReport", "collections_root", "sample_folder", "read_picture", "SHIPPED"]
+__all__ = ["Collection", "UpdateReport", "collections_root", "read_picture", "SHIPPED"]
 
 #: Datasets the course ships, usable as a source by name.
 SHIPPED = ("clipart", "photos")
@@ -452,47 +451,6 @@ def _reason(path: str, why: str) -> str:
     return why
 
 
-def sample_folder(n_drawings: int = 300, *, broken: bool = True) -> Path:
-    """A folder of pictures to practise on, made once in the cache: the course's 18 real photos as
-    JPEGs under ``photos/`` and the first ``n_drawings`` test-split drawings under ``drawings/`` (no
-    captions: a folder like yours), plus, with ``broken``, two files that are not pictures
-    (``broken/half-a-photo.jpg``, a truncated JPEG, and ``broken/notes.jpg``, text). Files are written
-    atomically and only when missing, so a second call changes nothing."""
-    import shutil
-
-    from PIL import Image
-
-    from ._io import atomic_write
-    from .cache import cache_root
-    from .data import load_clipart, load_photos
-
-    ds = load_clipart()
-    test = np.flatnonzero(ds.split == "test")
-    if not isinstance(n_drawings, int | np.integer) or not 0 <= n_drawings <= len(test):
-        raise DataError(f"n_drawings must be 0 .. {len(test)} (the test split's drawings), got {n_drawings!r}.")
-    root = cache_root() / "samples" / f"my-pictures-{n_drawings}{'-broken' * broken}"
-    for sub in ("photos", "drawings") + (("broken",) if broken else ()):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    photos = load_photos()
-    for i, name in enumerate(photos.ids):
-        f = root / "photos" / f"{name}.jpg"
-        if not f.exists():
-            with atomic_write(f, "wb") as fh:
-                Image.fromarray(photos.images[i]).save(fh, format="JPEG", quality=90)
-    for i in test[:n_drawings]:
-        f = root / "drawings" / Path(ds.images[i]).name
-        if not f.exists():
-            with atomic_write(f, "wb") as fh, open(Path(ds.root) / ds.images[i], "rb") as src:
-                shutil.copyfileobj(src, fh)
-    if broken:
-        whole = (root / "photos" / f"{photos.ids[0]}.jpg").read_bytes()
-        for name, content in (("half-a-photo.jpg", whole[: len(whole) // 2]), ("notes.jpg", b"a shopping list\n")):
-            if not (root / "broken" / name).exists():
-                with atomic_write(root / "broken" / name, "wb") as fh:
-                    fh.write(content)
-    return root
-
-
 def _phrases(vocabulary: Any) -> list[str]:
     """The distinct, non-empty phrases of a vocabulary, in first-seen order."""
     if isinstance(vocabulary, str) and vocabulary == "clipart":
@@ -526,33 +484,16 @@ def _phrases(vocabulary: Any) -> list[str]:
 
 def read_picture(image: Any) -> Any:
     """A picture given as a path, PIL image, uint8 array or a file's bytes, decoded by crosslab's rules
-    (EXIF orientation, RGB, decompression bombs refused) -- an :class:`ImageError` if it is not one."""
+    (:func:`crosslab.data.load_image`: EXIF orientation, RGB, decompression bombs refused) -- an
+    :class:`ImageError` if it is not one."""
     from PIL import Image
 
     from .data.base import load_image, to_rgb
 
-    if isinstance(image, bytes | bytearray | memoryview):
-        from .data.base import MAX_IMAGE_PIXELS
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(bytes(image))) as im:
-                    if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
-                        raise ImageError(f"{im.size[0]}x{im.size[1]} pixels is more than crosslab's limit of "
-                                         f"{MAX_IMAGE_PIXELS:,} (possible decompression bomb); resize it first.")
-                    im.load()
-                    return to_rgb(im)
-        except ImageError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageError(f"refused as a possible decompression bomb: more than crosslab's limit of "
-                             f"{MAX_IMAGE_PIXELS:,} pixels ({e}); resize it first.") from None
-        except Exception as e:  # PIL raises many kinds for a file that is not a picture
-            raise ImageError(f"could not read the file as a picture ({type(e).__name__}); use a JPEG, PNG or "
-                             "WebP file.") from None
     if isinstance(image, Image.Image):
         return to_rgb(image)
-    if isinstance(image, str | os.PathLike | np.ndarray):
-        return load_image(image if isinstance(image, np.ndarray) else Path(image).expanduser())
+    if isinstance(image, str | os.PathLike):
+        return load_image(Path(image).expanduser())
+    if isinstance(image, bytes | bytearray | memoryview | np.ndarray):
+        return load_image(image)
     raise ImageError(f"a picture is a path, PIL image, uint8 array or file bytes, not {type(image).__name__}.")

@@ -24,7 +24,7 @@ import ipywidgets as W
 import numpy as np
 from PIL import Image
 
-from .data.base import CaptionedImages, to_rgb
+from .data.base import CaptionedImages, load_image, to_rgb
 from .errors import CrosslabError, QueryError
 from .pipeline import Hit, Retriever
 
@@ -280,18 +280,15 @@ class ImageToTextApp(_App):
 
     def set_upload(self, content: bytes, name: str = "upload") -> None:
         """Use the image file ``content`` (bytes) as the query; a bad file gives a message."""
-        try:
-            with Image.open(io.BytesIO(content)) as im:
-                im.load()
-                self.uploaded = to_rgb(im)
+        try:  # crosslab's decoding rules: EXIF orientation, RGB, decompression bombs refused
+            self.uploaded = load_image(content, name=name)
             self.uploaded_name = name
-        except Exception as e:  # PIL raises many kinds for a non-image file
+        except CrosslabError as e:
             self.uploaded = None
             self.hits = []
             self.table.value = ""
-            self.message.value = _message(
-                f"could not read {name!r} as an image ({type(e).__name__}); upload a PNG or JPEG.",
-                "error")
+            self.message.value = _message(f"could not read {name!r} as an image ({e}); upload a PNG or JPEG.",
+                                          "error")
             return
         self.update()
 

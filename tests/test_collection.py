@@ -627,7 +627,7 @@ def test_ranks_equal_a_brute_force_count(indexed, pipeline):
 
 def test_sample_folder_is_made_once_and_holds_two_broken_files(tmp_path, monkeypatch):
     monkeypatch.setenv("CROSSLAB_CACHE", str(tmp_path))
-    folder = col_mod.sample_folder(5)
+    folder = crosslab.data.sample_folder(5)
     assert folder.is_relative_to(tmp_path)
     assert len(list((folder / "photos").glob("*.jpg"))) == 18
     assert len(list((folder / "drawings").iterdir())) == 5
@@ -638,7 +638,7 @@ def test_sample_folder_is_made_once_and_holds_two_broken_files(tmp_path, monkeyp
     with pytest.raises(ImageError, match="not an image"):
         load_image(folder / "broken" / "notes.jpg")
     before = _snapshot(folder)
-    assert col_mod.sample_folder(5) == folder and _snapshot(folder) == before  # nothing rewritten
+    assert crosslab.data.sample_folder(5) == folder and _snapshot(folder) == before  # nothing rewritten
 
 
 def test_make_app_refuses_a_missing_folder_before_starting_anything(tmp_path):

@@ -5,6 +5,7 @@ from .clipart import load_clipart
 from .loaders import load_coco, load_csv, load_image_folder, load_karpathy
 from .people import QuerySet, load_people_queries
 from .photos import load_photos
+from .sample import sample_folder
 from .scenes import make_scenes
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "load_karpathy",
     "load_people_queries",
     "load_photos",
+    "sample_folder",
     "make_scenes",
     "to_rgb",
 ]

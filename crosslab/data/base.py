@@ -15,6 +15,7 @@ decompression bombs refused.
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,14 +34,17 @@ MAX_IMAGE_PIXELS = 64_000_000
 ImageRef = str | Path | np.ndarray
 
 
-def load_image(ref: ImageRef, *, root: Path | None = None, name: str | None = None) -> Image.Image:
+def load_image(ref: ImageRef | bytes, *, root: Path | None = None, name: str | None = None) -> Image.Image:
     """Decode one image to 8-bit RGB following crosslab's rules; raise :class:`ImageError` on failure.
 
-    ``ref`` is a path (relative to ``root`` when given) or an ``(H, W, 3)`` /
-    ``(H, W)`` uint8 array. ``name`` is used in error messages.
+    ``ref`` is a path (relative to ``root`` when given), an ``(H, W, 3)`` /
+    ``(H, W)`` uint8 array, or an image file's bytes (e.g. an upload). ``name`` is used in
+    error messages.
     """
     if isinstance(ref, np.ndarray):
         return _array_to_rgb(ref, name or "<array>")
+    if isinstance(ref, bytes | bytearray | memoryview):
+        return _decode(io.BytesIO(bytes(ref)), name or "the uploaded file")
     path = Path(ref)
     if root is not None and not path.is_absolute():
         path = Path(root) / path
@@ -49,10 +53,15 @@ def load_image(ref: ImageRef, *, root: Path | None = None, name: str | None = No
         raise ImageError(f"image file not found: {label}. Check the dataset folder and file name.")
     if path.is_dir():
         raise ImageError(f"{label} is a folder, not an image file.")
+    return _decode(path, label)
+
+
+def _decode(source: Path | io.BytesIO, label: str) -> Image.Image:
+    """Open, check the size before decoding (decompression bombs), decode and convert to RGB."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 w, h = im.size
                 if w * h > MAX_IMAGE_PIXELS:
                     raise ImageError(
@@ -64,7 +73,8 @@ def load_image(ref: ImageRef, *, root: Path | None = None, name: str | None = No
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{label}: refused as a possible decompression bomb ({e}).") from None
+        raise ImageError(f"{label}: refused as a possible decompression bomb, more than crosslab's limit of "
+                         f"{MAX_IMAGE_PIXELS:,} pixels ({e}).") from None
     except UnidentifiedImageError:
         raise ImageError(f"{label} is not an image file PIL can read (wrong format or corrupt).") from None
     except (OSError, SyntaxError, ValueError) as e:
