@@ -53,6 +53,13 @@ class _Base:
     """Shared input checks and output conversion (NumPy in -> NumPy out, torch in -> torch out)."""
 
     metric = "cosine"
+    #: ``embed_text`` is affine in the features (CCA's projections are): see :meth:`affine_text`.
+    text_is_affine = True
+
+    def affine_text(self, X: Array) -> Array:
+        """The affine text map whose outputs, compared with ``metric``, give the scores (here ``embed_text``);
+        :mod:`crosslab.explain` splits a score over the words with it."""
+        return self.embed_text(X)
     text_dim_: int
     image_dim_: int
 
@@ -110,6 +117,7 @@ class RandomModel(_Base):
     """
 
     _params = ("d", "seed")
+    text_is_affine = False  # its vectors do not depend on the features at all
 
     def __init__(self, d: int = 64, seed: int = 0) -> None:
         self.d = d

@@ -224,8 +224,10 @@ def pipeline_ranks(p: Any, ds: Any, split: str = "test") -> tuple[np.ndarray, np
 
     caps, imgs, c2i = split_rows(ds, split)
     T, V = p.encode_text(ds, rows=caps), p.encode_image(ds, rows=imgs)
-    t2i, _ = ranks(p.score(T, V, axis=1), c2i)
-    _, i2t = ranks(p.score(T, V, axis=0), c2i)
+    S = p.score(T, V, axis=1)
+    t2i, i2t = ranks(S, c2i)
+    if getattr(p, "w", None) is not None:  # a fusion z-scores per axis: image->text needs its own matrix
+        _, i2t = ranks(p.score(T, V, axis=0), c2i)
     return t2i, i2t
 
 
@@ -250,6 +252,52 @@ def query_ranks(p: Any, ds: Any, queries: Any, split: str = "test") -> np.ndarra
         raise CrosslabError(f"query targets must index the {len(imgs)} {split} images of {ds.name}.")
     S = p.score(p.encode_text(list(queries.texts)), p.encode_image(ds, rows=imgs), axis=1)
     return ranks(S, targets)[0]
+
+
+def twin_outcomes(p: Any, ds: Any, split: str = "test") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Does ``p`` prefer a picture's own caption to its twin's? For ``make_scenes(hard_pairs=True)``.
+
+    Pictures ``2k`` and ``2k + 1`` have captions with the same words, caption for caption, but
+    swapped colours (``binding``) or places (``relation``). For every picture of ``split`` and
+    each of its captions: 1 when ``p`` scores the picture's own caption above its twin's, 0 when
+    below, 0.5 on a tie (a bag of words ties every time: it cannot tell the two apart).
+    Returns ``(outcomes, pair ids, kinds)``, one entry per (picture, caption).
+    """
+    from .pipelines import split_rows
+
+    meta = getattr(ds, "meta", None)
+    if not meta or "pair" not in meta[0]:
+        raise ShapeError(f"{getattr(ds, 'name', 'this dataset')} has no twin captions; "
+                         "make one with crosslab.data.make_scenes(n, hard_pairs=True).")
+    caps, imgs, c2i = split_rows(ds, split)
+    S = p.score(p.encode_text(ds, rows=caps), p.encode_image(ds, rows=imgs))
+    local = {int(i): j for j, i in enumerate(imgs)}
+    row_of = {int(c): j for j, c in enumerate(caps)}
+    out, pair, kind = [], [], []
+    for i in imgs:
+        own, twin = (np.flatnonzero(ds.caption_to_image == j) for j in (int(i), int(i) ^ 1))
+        for a, b in zip(own, twin, strict=True):
+            sa, sb = S[row_of[int(a)], local[int(i)]], S[row_of[int(b)], local[int(i)]]
+            tie = abs(sa - sb) <= 1e-6 * max(1.0, abs(sa))
+            out.append(0.5 if tie else float(sa > sb))
+            pair.append(meta[int(i)]["pair"])
+            kind.append(meta[int(i)]["pair_kind"])
+    return np.array(out), np.array(pair), np.array(kind)
+
+
+def twin_accuracy(p: Any, ds: Any, split: str = "test", *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """:func:`twin_outcomes` as shares in % per kind (``binding``, ``relation``, ``all``), each with a
+    95 % cluster-bootstrap interval that draws whole pairs, and the numbers of comparisons and pairs."""
+    out, pair, kind = twin_outcomes(p, ds, split)
+    res: dict[str, Any] = {}
+    for k in ("binding", "relation", "all"):
+        m = np.ones(len(out), bool) if k == "all" else kind == k
+        if not m.any():
+            continue
+        boot = 100.0 * _draw(out[m], None, n_boot, seed, pair[m])
+        res[k] = {"share": 100.0 * float(out[m].mean()), "low": float(np.quantile(boot, 0.025)),
+                  "high": float(np.quantile(boot, 0.975)), "n": int(m.sum()), "pairs": len(np.unique(pair[m]))}
+    return res
 
 
 def _norm_caption(c: str) -> str:

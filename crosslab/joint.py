@@ -109,6 +109,20 @@ class JointModel(nn.Module):
     def temperature(self) -> float:
         return float(1 / self.logit_scale.detach().exp())
 
+    @property
+    def text_is_affine(self) -> bool:
+        """Linear towers are affine before normalisation (see :meth:`affine_text`); MLPs are not."""
+        return self.cfg.head == "linear"
+
+    def affine_text(self, X: Array) -> np.ndarray:
+        """The text tower's output before L2 normalisation: affine for ``head="linear"``, and its
+        ``metric`` scores equal the normalised ones (the cosine ignores length)."""
+        if not self.text_is_affine:
+            raise ModelError("an MLP text tower is not affine; explain its scores by leaving words out.")
+        dev = next(self.parameters()).device
+        with torch.no_grad():
+            return self.eval().text(torch.as_tensor(np.asarray(X, np.float32)).to(dev)).cpu().numpy()
+
     def _out(self, z: torch.Tensor) -> torch.Tensor:
         return F.normalize(z, dim=1) if self.cfg.normalize else z
 

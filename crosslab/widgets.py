@@ -9,7 +9,8 @@ The apps are views over pipelines (:mod:`crosslab.pipeline`); they train nothing
 Every control is an attribute (``app.query``, ``app.k``, ``app.metric``, ``app.model``,
 ``app.fusion_w``), so a test sets ``app.query.value = "red car"`` and reads ``app.hits``
 (:class:`~crosslab.pipeline.Hit`) and ``app.message.value``. A fusion pipeline shows a
-slider for its weight w. Widgets never ``print``: output goes into HTML / Image widgets
+slider for its weight w. The text app's ``explain`` toggle shows why a result matched
+(:func:`crosslab.explain.explain`: word bars and region maps), for the result ``explain_pick``. Widgets never ``print``: output goes into HTML / Image widgets
 (a ``print`` inside ``with output:`` leaks into the cell's stdout under nbval).
 """
 
@@ -162,12 +163,94 @@ class _App(W.VBox):
         raise NotImplementedError
 
 
+class _ExplainPanel(W.VBox):
+    """The text app's "explain" toggle: word bars and region maps of the query for one result.
+
+    Off by default, and then nothing is computed (occlusion costs ~26 image passes). On, it
+    explains result ``pick`` (rank 1 first) with the chosen pipeline's own score, whatever the
+    app's metric, and keeps the last explanation until the query, model, w or picture changes.
+    """
+
+    def __init__(self, app: TextToImageApp) -> None:
+        self.app = app
+        self.toggle = W.ToggleButton(value=False, description="explain", icon="search",
+                                     tooltip="why did this result match? word bars and region maps")
+        self.pick = W.Dropdown(options=[], description="result", layout=W.Layout(width="160px"))
+        self.summary, self.image = W.HTML(), W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.toggle.add_class("crosslab-explain")
+        self.pick.add_class("crosslab-explain-pick")
+        self.explanation: Any = None  # the shown crosslab.explain.Explanation, or None
+        self._last: tuple[Any, Any, bytes] | None = None  # (key, explanation, png)
+        self._quiet = False
+        super().__init__([W.HBox([self.toggle, self.pick]), self.summary, self.image])
+        self.toggle.observe(self._on_change, names="value")
+        self.pick.observe(self._on_change, names="value")
+
+    def _on_change(self, _change: Any = None) -> None:
+        if not self._quiet:
+            self.refresh()
+
+    def _set_ranks(self, n: int) -> None:
+        """Offer ranks 1..n, keeping the pick when it is still there (else rank 1), in one update."""
+        options = [(str(r), r - 1) for r in range(1, n + 1)]
+        if list(self.pick.options) == options:
+            return
+        keep = self.pick.value if self.pick.value is not None and self.pick.value < n else 0
+        self._quiet = True
+        try:
+            self.pick.options = options
+            self.pick.value = keep if n else None
+        finally:
+            self._quiet = False
+
+    def refresh(self) -> None:
+        """Show (computing if needed) the explanation of the app's query for the picked result."""
+        from . import explain as ex
+        from . import plots
+
+        app, on = self.app, self.toggle.value
+        self._set_ranks(len(app.hits))
+        for w in (self.pick, self.summary, self.image):
+            w.layout.display = None if on else "none"
+        self.explanation = None
+        if not on or not app.hits:
+            self.summary.value, self.image.value = "", b""
+            return
+        p, hit, query = app.pipeline, app.hits[self.pick.value], app.query.value.strip()
+        key = (app.model.value, p.w, query, hit.image)
+        if self._last is None or self._last[0] != key:
+            # The gallery's index when the pipeline has that gallery, else the picture itself.
+            pic = hit.image if p.gallery is app.gallery else app.gallery.load_image(hit.image)
+            try:
+                e = ex.explain(p, query, pic)
+            except CrosslabError as err:
+                self._last, self.image.value = None, b""
+                self.summary.value = _message(f"cannot explain result {self.pick.value + 1}: {err}", "error")
+                return
+            buf = io.BytesIO()
+            plots.show_explanation(e).savefig(buf, format="png", dpi=90)
+            self._last = (key, e, buf.getvalue())
+        _, self.explanation, self.image.value = self._last
+        self.summary.value = _message(self._summary(self.explanation, hit))
+
+    def _summary(self, e: Any, hit: Hit) -> str:
+        top = np.argsort(-e.contributions, kind="stable")[:5]
+        words = ", ".join(f"{e.words[i]} {e.contributions[i]:+.3f}" for i in top)
+        more = " ..." if len(e.words) > len(top) else ""
+        note = "" if self.app.metric.value == "cosine" else f"; the model's own score, not {self.app.metric.label}"
+        return (f"{e.method}: {words}{more} (rest {e.rest:+.3f}; score {e.score:.3f} for result "
+                f"{self.pick.value + 1}, image {hit.image}{note})")
+
+
 class TextToImageApp(_App):
     """Type a query, see the top-k gallery images with their scores and first captions.
 
     Controls: ``query`` (Text; updates on Enter or when focus leaves), ``k``, ``metric``,
-    ``model``, ``fusion_w`` (fusion models only). Results: ``hits`` (list of :class:`Hit`), ``grid`` (GridBox of
-    Image + HTML cards), ``message`` (HTML: what was searched, or what went wrong).
+    ``model``, ``fusion_w`` (fusion models only), ``explain`` (ToggleButton, off) and
+    ``explain_pick`` (Dropdown: which result to explain, value 0 = rank 1). Results: ``hits``
+    (list of :class:`Hit`), ``grid`` (GridBox of Image + HTML cards), ``message`` (HTML: what was
+    searched, or what went wrong), ``explanation`` (the shown Explanation or None),
+    ``explain_summary`` (HTML) and ``explain_image`` (Image: PNG of the word bars and maps).
     """
 
     def __init__(
@@ -186,12 +269,24 @@ class TextToImageApp(_App):
         self.grid.add_class("crosslab-t2i-results")
         self.message.add_class("crosslab-t2i-message")
         self.query.observe(self._on_change, names="value")
-        self.children = [W.HBox([self.query, self.model]),
-                         W.HBox([self.k, self.metric, self.fusion_w]), self.message, self.grid]
+        self.explain_panel = _ExplainPanel(self)
+        self.explain, self.explain_pick = self.explain_panel.toggle, self.explain_panel.pick
+        self.explain_summary, self.explain_image = self.explain_panel.summary, self.explain_panel.image
+        self.children = [W.HBox([self.query, self.model]), W.HBox([self.k, self.metric, self.fusion_w]),
+                         self.message, self.grid, self.explain_panel]
         self.update()
 
+    @property
+    def explanation(self) -> Any:
+        """The :class:`~crosslab.explain.Explanation` shown (None when ``explain`` is off or nothing matched)."""
+        return self.explain_panel.explanation
+
     def update(self) -> None:
-        """Run the search for the current control values and redraw."""
+        """Run the search for the current control values, redraw, and explain when asked."""
+        self._search()
+        self.explain_panel.refresh()
+
+    def _search(self) -> None:
         q = self.query.value
         metric = self.metric.value
         try:

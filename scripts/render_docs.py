@@ -297,6 +297,44 @@ def exp_goal() -> str:
             f"own captions " + " vs ".join(f"{v:.1f}" for v in c["own_captions_r10"].values()) + f": {verdict}.")
 
 
+def exp_lesson12() -> str:
+    return _caption_rows(_exp()["lesson12"])
+
+
+def exp_attention_sweep() -> str:
+    rows = _exp()["attention_sweep"]
+    best = max(r["val_rsum"] for r in rows)
+
+    def name(v: dict) -> str:
+        return "pooled (lam = 0)" if v.get("pooled") else f"{v['direction']}, lam = {v['lam']:g}"
+
+    body = [[name(r["variant"]), f"**{r['val_rsum']:.1f}**" if r["val_rsum"] == best else f"{r['val_rsum']:.1f}",
+             str(r["best_epoch"])] for r in rows]
+    return table(["variant", "val rSum", "best epoch"], body, "lrr")
+
+
+def exp_attention_goal() -> str:
+    g = _exp()["attention_goal"]
+    d = g["test_gain"]
+    return (f"Goal, stated before test was scored: `{g['a']}` above `{g['b']}` on text→image R@10, on val "
+            f"and on test with a paired 95% interval (whole pictures drawn) above 0. Val: {g['val_gain']:+.1f} "
+            f"points; test: {d['diff']:+.1f} points, 95% CI [{d['low']:+.1f}, {d['high']:+.1f}]: "
+            f"{'**met**' if g['met'] else '**missed**'}.")
+
+
+def exp_twins() -> str:
+    t = _exp()["twins"]
+    res = t["results"]
+    first = next(iter(res.values()))
+    body = [[m] + [f"{r[k]['share']:.1f} [{r[k]['low']:.1f}, {r[k]['high']:.1f}]" for k in ("binding", "relation")]
+            for m, r in res.items()]
+    return (f"`make_scenes({t['settings']['n']}, seed={t['settings']['seed']}, hard_pairs=True)`, each model "
+            f"fitted on its train split; test: {first['binding']['pairs']} binding and {first['relation']['pairs']} "
+            "relation pairs, 5 captions per picture. Share (%) of (picture, caption) where the own caption "
+            "outscores its twin; 95% interval drawing whole pairs.\n\n"
+            + table(["model", "binding (colours swapped)", "relation (places swapped)"], body, "lll"))
+
+
 # ----- README.md -----------------------------------------------------------------------------
 def course_timings() -> str:
     spec = importlib.util.spec_from_file_location("run_course", ROOT / "scripts" / "run_course.py")
@@ -320,6 +358,10 @@ SECTIONS: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/experiments.md", "lesson08-people", exp_lesson08_people),
     ("docs/experiments.md", "comparisons", exp_comparisons),
     ("docs/experiments.md", "goal", exp_goal),
+    ("docs/experiments.md", "lesson12", exp_lesson12),
+    ("docs/experiments.md", "attention-sweep", exp_attention_sweep),
+    ("docs/experiments.md", "attention-goal", exp_attention_goal),
+    ("docs/experiments.md", "twins", exp_twins),
     ("README.md", "course-timings", course_timings),
 ]
 

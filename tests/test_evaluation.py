@@ -163,3 +163,39 @@ def test_cluster_bootstrap_draws_whole_groups():
     assert hi - lo < ghi - glo  # the naive interval is too narrow
     with pytest.raises(ShapeError, match="one label per query"):
         bootstrap_ci(r, 10, groups=np.arange(39))
+
+
+class _Oracle:
+    """A stand-in pipeline scoring a caption against a picture by a rule on their indices."""
+
+    w = None
+
+    def __init__(self, ds, rule):
+        self.ds, self.rule = ds, rule
+
+    def encode_text(self, ds, rows=None):
+        return np.asarray(rows)
+
+    def encode_image(self, ds, rows=None):
+        return np.asarray(rows)
+
+    def score(self, T, V, axis=1):
+        own = self.ds.caption_to_image[T][:, None] == V[None, :]
+        return {"right": own * 1.0, "wrong": -1.0 * own, "blind": np.zeros(own.shape)}[self.rule]
+
+
+def test_twin_accuracy_against_oracles():
+    from crosslab.data import make_scenes
+    from crosslab.evaluation import twin_accuracy, twin_outcomes
+
+    ds = make_scenes(60, seed=1, hard_pairs=True)
+    out, pair, kind = twin_outcomes(_Oracle(ds, "right"), ds, "test")
+    n_test = int((ds.split == "test").sum())
+    assert len(out) == 5 * n_test and set(kind) <= {"binding", "relation"} and (out == 1).all()
+    assert all(ds.meta[2 * p]["pair"] == p for p in pair)
+    for rule, share in (("right", 100.0), ("wrong", 0.0), ("blind", 50.0)):
+        acc = twin_accuracy(_Oracle(ds, rule), ds, "test")
+        assert acc["all"]["share"] == acc["all"]["low"] == acc["all"]["high"] == share
+        assert acc["all"]["n"] == 5 * n_test and acc["all"]["pairs"] == n_test // 2
+    with pytest.raises(ShapeError, match="hard_pairs=True"):
+        twin_outcomes(_Oracle(ds, "right"), make_scenes(10, seed=1), "test")

@@ -20,7 +20,7 @@ import pytest
 import crosslab as cl
 from crosslab import evaluation, pipelines
 from crosslab.errors import ModelError
-from crosslab.pipeline import FusionPipeline, Head, Pipeline, _heads, load_pipeline
+from crosslab.pipeline import IMAGE_INPUTS, FusionPipeline, Head, Pipeline, _heads, load_pipeline
 from crosslab.pipelines import create_pipeline
 
 pytest.importorskip("efficientnet_lite_pytorch")
@@ -67,7 +67,8 @@ def test_every_head_class_satisfies_the_head_protocol():
     rng = np.random.default_rng(0)
     X, Y, c2i = rng.normal(size=(12, 6)), rng.normal(size=(6, 5)), np.arange(12) % 6
     heads = _heads()
-    assert set(heads) == {"JointModel", "RandomModel", "CCAModel", "RegularizedCCA", "ConSE"}
+    # (AttentionHead reads sequences, not rows: tests/test_attention.py checks it the same way.)
+    assert set(heads) == {"JointModel", "RandomModel", "CCAModel", "RegularizedCCA", "ConSE", "AttentionHead"}
     made = {
         "RandomModel": heads["RandomModel"](d=3).fit(X, Y, c2i),
         "CCAModel": heads["CCAModel"](d=2, pca=None).fit(X, Y, c2i),
@@ -104,7 +105,7 @@ def test_table_names_specs_and_fitters():
         else:
             assert spec.head in pipelines.FITTERS, name
             assert spec.text in cl.text_encoders.list_text_encoders(), name
-            assert spec.image_input in ("features", "logits")
+            assert spec.image_input in IMAGE_INPUTS
         assert spec.needs()
     with pytest.raises(ModelError, match=r"unknown pipeline 'nope'.*cca\+glove"):
         pipelines.get_spec("nope")

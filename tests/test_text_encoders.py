@@ -36,7 +36,7 @@ def scenes():
 
 def test_registry_names_and_errors():
     names = TE.list_text_encoders()
-    assert set(TE.TEXT_FEATURES) | {"minilm"} == set(names)
+    assert set(TE.TEXT_FEATURES) | {"minilm", "glove-words"} == set(names)
     assert names == sorted(names)
     enc = TE.get_text_encoder("w2v-tfidf", seed=3)
     assert isinstance(enc, TE.WordVectorEncoder) and enc.name == "w2v-tfidf" and enc.seed == 3
@@ -71,6 +71,33 @@ def test_word_vectors_equal_reference_features(scenes, spec):
     again = TE.text_encoder_from_arrays(enc.to_arrays())
     assert isinstance(again, TE.WordVectorEncoder) and again.name == spec
     np.testing.assert_array_equal(again.transform(scenes), X)
+
+
+@pytest.mark.parametrize("spec", ["glove-mean", "glove-tfidf", "glove-sif", "glove+w2v-tfidf"])
+def test_word_terms_sum_to_the_query_vector(scenes, spec):
+    enc = TE.get_text_encoder(spec).fit(scenes.captions)
+    q = "a big red circle left of a qwertyuiop square and a red square"
+    words, terms = enc.word_terms(q)
+    assert "qwertyuiop" not in words and words.count("red") == 2 and terms.shape == (len(words), enc.dim)
+    np.testing.assert_allclose(terms.sum(0), enc.encode_query(q), atol=1e-5)
+    with pytest.raises(QueryError):
+        enc.word_terms("qwertyuiop zxcvbnm")
+
+
+def test_glove_words_keeps_each_known_word_in_order():
+    from crosslab.text import load_glove
+
+    kv = load_glove()
+    enc = TE.get_text_encoder("glove-words")
+    X = enc.transform(["A red qwertyuiop circle", "", " ".join(["dog"] * 20)])
+    assert X.shape == (3, TE.MAX_WORDS, 50) and X.dtype == np.float32
+    np.testing.assert_array_equal(X[0, :3], kv[["a", "red", "circle"]])  # the unknown word is skipped
+    assert not X[0, 3:].any() and not X[1].any()
+    assert enc.words("A red qwertyuiop circle") == ["a", "red", "circle"] and (X[2] == kv["dog"]).all()  # cut at 16
+    back = TE.text_encoder_from_arrays(enc.to_arrays())
+    np.testing.assert_array_equal(back.encode_query("a red circle"), X[0])
+    with pytest.raises(QueryError, match="known to GloVe"):
+        enc.encode_query("qwertyuiop zxcvbnm")
 
 
 def test_from_arrays_unknown_name_is_a_clear_error():

@@ -30,17 +30,22 @@ COLOUR_RGB = np.array(list(cl.data.scenes.COLOURS.values()), dtype=np.float32)
 FUSION = "fusion(cca 24,conse)"
 
 
+def _rgb(im) -> Image.Image:
+    """A PIL picture or an RGB array (what crosslab.explain hands the encoder), as RGB PIL."""
+    return to_rgb(im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, np.uint8)))
+
+
 def tiny_image_features(ims: list[Image.Image]) -> np.ndarray:
     """An 8 x 8 colour thumbnail, flattened: a real (if crude) image feature for shape scenes."""
     return np.stack([
-        np.asarray(to_rgb(im).resize((8, 8), Image.BILINEAR), dtype=np.float32).ravel() / 255 for im in ims
+        np.asarray(_rgb(im).resize((8, 8), Image.BILINEAR), dtype=np.float32).ravel() / 255 for im in ims
     ])
 
 
 def tiny_logits(ims: list[Image.Image]) -> np.ndarray:
     """Per-colour "class logits": 50 x the share of the picture's pixels painted in that colour."""
     return np.stack([
-        50 * (np.abs(np.asarray(to_rgb(im), np.float32)[..., None, :] - COLOUR_RGB).sum(-1) < 3).mean((0, 1))
+        50 * (np.abs(np.asarray(_rgb(im), np.float32)[..., None, :] - COLOUR_RGB).sum(-1) < 3).mean((0, 1))
         for im in ims
     ]).astype(np.float32)
 
@@ -373,3 +378,124 @@ def test_kl_temperature_is_chosen_on_val_per_pipeline(env):
     app.model.value = "cca 4"
     assert app.kl_t() == choose_kl_temperature(env.small, env.ds)[0]
     assert TextToImageApp(env.cca, k=5, kl_temperature=0.3).kl_t() == 0.3  # given: used as is
+
+
+# ----------------------------------------------------------------------------- explain
+@pytest.fixture
+def explain_calls(monkeypatch):
+    """Every call of crosslab.explain.explain (the real one still runs): its pipeline, query, picture."""
+    import crosslab.explain as ex
+
+    calls, real = [], ex.explain
+
+    def counting(p, query, picture, **kw):
+        calls.append(SimpleNamespace(p=p, query=query, picture=picture))
+        return real(p, query, picture, **kw)
+
+    monkeypatch.setattr(ex, "explain", counting)
+    return calls
+
+
+def shown(w) -> bool:
+    return w.layout.display != "none"
+
+
+def test_explain_is_off_by_default_and_computes_nothing(env, explain_calls):
+    app = TextToImageApp([env.cca, env.fusion], query="a small red circle", k=4)
+    assert app.explain.value is False and app.explain.description == "explain"
+    assert "crosslab-explain" in app.explain._dom_classes
+    assert "crosslab-explain-pick" in app.explain_pick._dom_classes
+    assert app.explain_panel in app.children and app.children.index(app.explain_panel) > app.children.index(app.grid)
+    app.query.value = "large blue square"
+    app.k.value = 6
+    app.model.value = FUSION
+    app.metric.value = "euclidean"
+    assert explain_calls == [] and app.explanation is None
+    assert app.explain_summary.value == "" and bytes(app.explain_image.value) == b""
+    assert not any(shown(w) for w in (app.explain_pick, app.explain_summary, app.explain_image))
+    assert [label for label, _ in app.explain_pick.options] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_explain_toggle_renders_the_word_bars_and_a_summary(env, explain_calls):
+    app = TextToImageApp(env.cca, query="a small red circle", k=4)
+    app.explain.value = True
+    assert len(explain_calls) == 1
+    call, e, top = explain_calls[0], app.explanation, app.hits[0]
+    assert call.p is env.cca and call.query == "a small red circle" and call.picture == top.image
+    assert all(shown(w) for w in (app.explain_pick, app.explain_summary, app.explain_image))
+    png = bytes(app.explain_image.value)
+    assert png[:4] == b"\x89PNG"
+    w, h = Image.open(io.BytesIO(png)).size
+    assert w > h > 100  # bars + occlusion map side by side
+    # CCA over mean word vectors, cosine: an exact split of the very score the search ranked by.
+    assert e.method == "exact" and e.occlusion.shape == (5, 5)
+    assert e.score == pytest.approx(top.score, abs=1e-4)
+    assert e.contributions.sum() + e.rest == pytest.approx(e.score, abs=1e-6)
+    summary = html.unescape(app.explain_summary.value)
+    assert summary.startswith('<div style="color:#555') and "exact: " in summary
+    assert {"small", "red", "circle"} <= set(e.words)
+    for word, c in zip(e.words, e.contributions, strict=True):
+        assert f"{word} {c:+.3f}" in summary
+    assert f"score {e.score:.3f} for result 1, image {top.image}" in summary
+    # Words are listed biggest share first.
+    listed = [m.group(1) for m in re.finditer(r"(\w+) [+-]\d\.\d{3}", summary.split("(")[0])]
+    assert listed == [e.words[i] for i in np.argsort(-e.contributions, kind="stable")]
+
+    app.k.value = 8  # same query, model and first hit: nothing to recompute
+    assert len(explain_calls) == 1 and app.explanation is e
+    app.explain.value = False
+    assert app.explanation is None and not shown(app.explain_image) and len(explain_calls) == 1
+
+
+def test_explain_pick_query_model_and_metric_choose_what_is_explained(env, explain_calls):
+    app = TextToImageApp([env.cca, env.fusion], query="red circle", k=4)
+    app.explain.value = True
+    assert app.explain_pick.value == 0 and explain_calls[-1].picture == app.hits[0].image
+    app.explain_pick.value = 2
+    third = app.hits[2]
+    assert len(explain_calls) == 2 and explain_calls[-1].picture == third.image != app.hits[0].image
+    assert app.explanation.score == pytest.approx(third.score, abs=1e-4)
+    assert f"for result 3, image {third.image}" in html.unescape(app.explain_summary.value)
+
+    app.k.value = 2  # result 3 is gone: back to the first
+    assert app.explain_pick.value == 0 and explain_calls[-1].picture == app.hits[0].image
+    app.query.value = "blue square"
+    assert explain_calls[-1].query == "blue square" and explain_calls[-1].picture == app.hits[0].image
+    assert "blue" in app.explanation.words
+
+    app.model.value = FUSION  # a fusion is explained word by word (leave one out), at the slider's w
+    call = explain_calls[-1]
+    assert call.p.name == FUSION and call.p.w == 0.3 and call.picture == app.hits[0].image
+    assert app.explanation.method == "leave-one-out"
+    assert html.unescape(app.explain_summary.value).count("leave-one-out: ") == 1
+    app.fusion_w.value = 0.8
+    assert explain_calls[-1].p.w == 0.8
+
+    app.metric.value = "euclidean"  # explain keeps the pipeline's own score, and says so
+    assert "not euclidean" in html.unescape(app.explain_summary.value)
+    assert app.explanation is not None and explain_calls[-1].picture == app.hits[0].image
+
+
+def test_explain_with_no_known_word_keeps_the_apps_message(env, explain_calls, monkeypatch):
+    app = TextToImageApp(env.cca, query="xyzzy plugh", k=3)
+    app.explain.value = True  # no hits: nothing to explain, no traceback
+    assert explain_calls == [] and app.explanation is None and app.hits == []
+    assert "none of the words 'xyzzy plugh'" in msg(app) and "#b00020" in app.message.value
+    assert app.explain_summary.value == "" and bytes(app.explain_image.value) == b""
+    assert app.explain_pick.options == ()
+    app.query.value = "green square"
+    assert len(explain_calls) == 1 and app.explanation is not None
+    app.query.value = "xyzzy"
+    assert app.explanation is None and bytes(app.explain_image.value) == b"" and "none of the words" in msg(app)
+
+    # explain's own errors become the panel's message too.
+    import crosslab.explain as ex
+
+    def fails(*a, **kw):
+        raise QueryError("type a few words to explain, e.g. 'a red car'.")
+
+    monkeypatch.setattr(ex, "explain", fails)
+    app.query.value = "blue circle"
+    assert app.hits and app.explanation is None and bytes(app.explain_image.value) == b""
+    assert "cannot explain result 1: type a few words" in html.unescape(app.explain_summary.value)
+    assert "#b00020" in app.explain_summary.value and "blue circle" in msg(app)
