@@ -84,6 +84,7 @@ def render(res: dict[str, Any]) -> str:
     lines += _ray(res)
     lines += _ann(res)
     lines += _collection(res)
+    lines += _attention(res)
     if errors := res.get("errors"):
         lines += ["## Errors", ""] + [f"- **{k}**: `{v}`" for k, v in errors.items()] + [""]
     return "\n".join(lines).rstrip() + "\n"
@@ -390,3 +391,65 @@ def _collection(res: dict[str, Any]) -> list[str]:
     ])
     return lines + [f"- warm-up query per launch: {', '.join(f'{x:.2f}' for x in app['warmup_answer_s'])} s",
                     f"- {app['note']}", ""]
+
+
+def _attention(res: dict[str, Any]) -> list[str]:
+    att = res.get("attention")
+    if not att or not att.get("fit"):
+        return []
+    f, q = att["fit"], att.get("query") or {}
+    a, p, inp = f["attention"], f["pooled"], f["inputs"]
+    st = f["settings"]
+    lines = ["## Lesson 12's attention head: fit time and query cost (issue 16)", "",
+             f"`benchmarks/bench_attention.py` on {att['dataset']}: {att['n_images']:,} pictures, "
+             f"{att['n_captions']:,} captions ({f['train_captions']:,} of them for training). Each fit is "
+             f"`create_pipeline(name, ds, cache=False)` timed whole on {f['device']} ({f['torch_threads']} torch "
+             f"threads, {f['cores_usable']} usable cores), its inputs (`{f['text']}` word vectors and the CNN's "
+             f"`{f['image_input']}`) read from the feature cache; settings d={st.get('d')}, lam={st.get('lam')}, "
+             f"direction={st.get('direction')}, batches of {st.get('batch_size')}, at most {st.get('epochs')} "
+             f"epochs with patience {st.get('patience')} on val rSum. One untimed warm-up fit first "
+             f"({f['warmup_s']:.1f} s: it caches the inputs if needed). {f['rounds']} interleaved round(s) of "
+             "attention, its pooled twin (the same head, `lam = 0`) and reading the inputs alone. *Per round*: "
+             "lower quartile – median – upper quartile over the rounds.", ""]
+    j = att.get("fit_judgement") or {}
+
+    def epochs(side: dict[str, Any]) -> str:
+        return (f"{', '.join(map(str, sorted(set(side['epochs_run']))))} / "
+                f"{', '.join(map(str, sorted(set(side['best_epoch']))))}")
+
+    def rsum(side: dict[str, Any]) -> str:
+        vals = sorted({round(v, 1) for v in side["val_rsum"] if v is not None})
+        return ", ".join(f"{v:.1f}" for v in vals) or "–"
+
+    lines += _table(["what", "median s", "per round s", "epochs run / best", "best val rSum", "goal"], [
+        [f"`{a['pipeline']}` fit", _f(a["median_s"], ".1f"), _spread_cell(a.get("spread"), ".1f"), epochs(a),
+         rsum(a), f"≤ {att['goal_fit_s']:.0f} s: {_met(j)}"],
+        [f"`{p['pipeline']}` fit (peer)", _f(p["median_s"], ".1f"), _spread_cell(p.get("spread"), ".1f"),
+         epochs(p), rsum(p), "–"],
+        ["reading the cached inputs alone", _f(inp["median_s"], ".2f"), _spread_cell(inp.get("spread"), ".2f"),
+         "–", "–", "–"],
+        ["attention / pooled", _f(f["ratio"], ".2f") + "×", _spread_cell(f.get("ratio_spread")), "–", "–", "–"],
+    ])
+    lines += [f"- seconds per round, attention: {', '.join(f'{x:.1f}' for x in a['samples_s'])}; pooled: "
+              f"{', '.join(f'{x:.1f}' for x in p['samples_s'])}",
+              f"- other processes used {f['other_cpu_fraction']:.0%} of the CPU during the rounds (load average "
+              f"{f['load_avg_1min'][0]:.2f} → {f['load_avg_1min'][1]:.2f})",
+              f"- {f['note']}", ""]
+    if not q.get("rows"):
+        return lines
+    lines += [f"One text query against the whole gallery ({q['n_images']:,} pictures): "
+              "`p.score(p.encode_text(q), p.encode_image(ds))`, the gallery's embeddings computed before "
+              f"(untimed); {len(q['queries'])} different queries × {q['passes']} pass(es) = {q['repeats']} "
+              f"interleaved repeats per pipeline, after the warm-up query {q['warmup_query']!r}. *Score alone* "
+              "starts from the encoded query. *Per round*: the whole query's time / "
+              f"`{q['one_vector']}`'s in the same round. *B/picture*: bytes of `p.encode_image(ds)` / pictures.", ""]
+    lines += _table(["pipeline (score)", "vectors/picture", "B/picture", "gallery shape", "query ms (median)",
+                     "q1 – median – q3 ms", "score alone ms", "µs/picture (score)", f"× {q['one_vector']}",
+                     "per round"],
+                    [[f"{r['pipeline']} ({r['metric']})", r["vectors_per_picture"], _f(r["bytes_per_picture"], ",.0f"),
+                      "×".join(map(str, r["gallery_shape"])) + f" {r['dtype']}", _f(1000 * r["median_s"], ".2f"),
+                      _spread_cell({k: (1000 * v if isinstance(v, float) else v) for k, v in r["spread"].items()}),
+                      _f(1000 * r["score_median_s"], ".2f"), _f(r["us_per_picture"], ".2f"),
+                      _f(r["ratio_to_one_vector"], ".2f") + "×", _spread_cell(r.get("ratio_to_one_vector_spread"))]
+                     for r in q["rows"]])
+    return lines + [f"- {q['note']}", ""]

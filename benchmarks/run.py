@@ -12,7 +12,10 @@ this machine; benchmarks/bench_ray.py; Ray is skipped in quick mode), ann (FAISS
 recall@10 vs queries/s and memory at 100k and 1M; benchmarks/bench_ann.py), collection (indexing a
 1,000-picture folder with ``Collection.update`` against extraction alone, a re-run with one new
 picture, and ``make app``'s page in headless Chromium: start-up and query latency;
-benchmarks/bench_collection.py; no browser in quick mode). With a CUDA GPU, search and pairwise
+benchmarks/bench_collection.py; no browser in quick mode), attention (lesson 12's attention head:
+fit time from cached grids and word vectors against its pooled twin, and one query's cost over the
+gallery against a one-vector pipeline; benchmarks/bench_attention.py; 60 synthetic scenes in quick
+mode). With a CUDA GPU, search and pairwise
 also run there, labelled with the GPU's name; ratios never mix devices.
 
 Goals (:func:`goals`) are judged by ``benchmarks._harness.judge`` on per-repeat values:
@@ -42,6 +45,7 @@ from crosslab._io import atomic_write_text
 from . import (
     _harness,
     bench_ann,
+    bench_attention,
     bench_collection,
     bench_course,
     bench_pairwise,
@@ -51,7 +55,7 @@ from . import (
     report,
 )
 
-SECTIONS = ("search", "pairwise", "extraction", "query", "course", "ray", "ann", "collection")
+SECTIONS = ("search", "pairwise", "extraction", "query", "course", "ray", "ann", "collection", "attention")
 HERE = Path(__file__).resolve().parent
 
 
@@ -140,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                     res["ann"] = bench_ann.run(args.quick, log=log)
                 elif section == "collection":
                     res["collection"] = bench_collection.run(args.quick, log=log)
+                elif section == "attention":
+                    res["attention"] = bench_attention.run(args.quick, log=log)
             except Exception as e:  # one broken section must not lose the others' figures
                 res["errors"][section] = f"{type(e).__name__}: {e}"
                 log(traceback.format_exc())
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 #: The keys of results.json that each section writes.
 SECTION_KEYS = {"search": ("search", "search_config", "search_notes", "search_worst"), "pairwise": ("pairwise",),
                 "extraction": ("extraction",), "query": ("query",), "course": ("course",),
-                "ray": ("ray",), "ann": ("ann",), "collection": ("collection",)}
+                "ray": ("ray",), "ann": ("ann",), "collection": ("collection",), "attention": ("attention",)}
 
 
 def _carry_over(res: dict[str, Any], args: argparse.Namespace) -> None:
@@ -309,6 +315,7 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
             fmt=".1e")
     out += bench_ann.goals(res.get("ann"), quick)  # judged there, by the same judge()
     out += bench_collection.goals(res.get("collection"), quick)  # likewise
+    out += bench_attention.goals(res.get("attention"), quick)  # likewise
     return out
 
 
