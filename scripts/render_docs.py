@@ -314,12 +314,14 @@ def exp_attention_sweep() -> str:
 
 
 def exp_attention_goal() -> str:
-    g = _exp()["attention_goal"]
-    d = g["test_gain"]
-    return (f"Goal, stated before test was scored: `{g['a']}` above `{g['b']}` on text→image R@10, on val "
-            f"and on test with a paired 95% interval (whole pictures drawn) above 0. Val: {g['val_gain']:+.1f} "
-            f"points; test: {d['diff']:+.1f} points, 95% CI [{d['low']:+.1f}, {d['high']:+.1f}]: "
-            f"{'**met**' if g['met'] else '**missed**'}.")
+    out = []
+    for g in _exp()["attention_goals"]:
+        d = g["test_gain"]
+        out.append(f"* `{g['a']}` above `{g['b']}` on text→image R@10, on val and on test with a paired 95% "
+                   f"interval (whole pictures drawn) above 0. Val: {g['val_gain']:+.1f} points; test: "
+                   f"{d['diff']:+.1f} points, 95% CI [{d['low']:+.1f}, {d['high']:+.1f}]: "
+                   f"{'**met**' if g['met'] else '**missed**'}.")
+    return "Goals, stated before test was scored:\n\n" + "\n".join(out)
 
 
 def exp_twins() -> str:

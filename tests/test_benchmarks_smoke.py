@@ -282,3 +282,21 @@ def test_only_keeps_the_other_sections_of_an_earlier_run(tmp_path, quick_results
     assert res["search"] == earlier["search"] and res["pairwise"] == earlier["pairwise"]
     assert res["carried_over"] == {"search": "2026-01-01 00:00 UTC", "pairwise": "2026-01-01 00:00 UTC"}
     assert "Sections measured in an earlier run and kept: search (2026-01-01" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_attention_fit_goal_is_judged_on_the_rounds():
+    from benchmarks import bench_attention
+
+    def att(samples):
+        a = {"pipeline": "attention+glove", "median_s": float(np.median(samples)), "samples_s": samples,
+             "epochs_run": [10] * len(samples), "best_epoch": [7] * len(samples)}
+        return {"n_images": 2776, "goal_fit_s": 120.0,
+                "fit": {"device": "cpu", "torch_threads": 2, "cores_usable": 2, "train_captions": 4000, "ratio": 2.0,
+                        "inputs": {"median_s": 1.0}, "attention": a, "pooled": {"pipeline": "pooled+glove",
+                                                                                 "median_s": 20.0}}}
+
+    ok = bench_attention.goals(att([40.0, 41, 39, 42, 40, 43, 41]), quick=False)[0]
+    slow = bench_attention.goals(att([100.0, 130, 125, 128, 131, 90, 127]), quick=False)[0]  # most rounds > 120 s
+    assert ok["judged"] and ok["met"] and slow["judged"] and not slow["met"]
+    assert bench_attention.goals(att([40.0] * 7), quick=True)[0]["met"] is None
+    assert bench_attention.goals(None, quick=False) == []

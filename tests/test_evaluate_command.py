@@ -112,3 +112,20 @@ def test_search_command_unknown_pipeline(capsys):
     with pytest.raises(SystemExit):
         main(["search", "a red apple", "--pipeline", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_search_command_explains_each_hit(capsys, monkeypatch):
+    import crosslab.data
+
+    scenes = crosslab.data.make_scenes(60, seed=0)
+    monkeypatch.setattr(crosslab.data, "load_clipart", lambda: scenes)
+    assert main(["search", "a red circle", "--pipeline", "cca+glove", "--k", "2", "--explain", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 2
+    for r in rows:
+        e = r["explain"]
+        assert e["method"] == "exact" and [w for w, _ in e["words"]] == ["a", "red", "circle"]
+        assert sum(c for _, c in e["words"]) + e["rest"] == pytest.approx(r["score"], abs=1e-3)
+    assert main(["search", "a red circle", "--pipeline", "cca+glove", "--k", "1", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "exact: a " in out and "red " in out and "circle " in out

