@@ -11,7 +11,8 @@ Words, from the most exact account to the most general:
 
 * **attention** heads (:mod:`crosslab.attention`): the score is a mean of one relevance per
   word (``t2i``; for ``i2t`` a mean over regions of attention-weighted word similarities), so
-  each word's share is exact, and its attention over the regions is the map.
+  each word's share is exact; the map is the word's attention over the regions (``t2i``) or how
+  much each region attends to the word (``i2t``, which need not sum to 1).
 * **exact**, for a pooled text encoder that is a sum of one term per word
   (``WordVectorEncoder.word_terms``: mean, TF-IDF and SIF pooling are all linear) under a head
   that is affine in it (CCA, linear towers: ``text_is_affine``) with the cosine or dot metric:
@@ -55,6 +56,13 @@ class Explanation:
     method: str  # "attention" | "exact" | "leave-one-out"
     occlusion: np.ndarray | None = None  # (g, g) score drops
     attention: np.ndarray | None = None  # (m, h, w) attention over the regions, per word
+
+    def by_word(self) -> dict[str, float]:
+        """The shares summed per distinct word, in order of first appearance ("of" twice counts once)."""
+        out: dict[str, float] = {}
+        for w, c in zip(self.words, self.contributions, strict=True):
+            out[w] = out.get(w, 0.0) + float(c)
+        return out
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{w} {c:+.3f}" for w, c in zip(self.words, self.contributions, strict=True))

@@ -431,3 +431,21 @@ def show_explanation(e, *, words: Sequence[str] | int = 3) -> Figure:
         ax.set_xticks([])
         ax.set_yticks([])
     return fig
+
+
+def plot_twins(twins: dict[str, dict]) -> Figure:
+    """Bars of :func:`crosslab.evaluation.twin_accuracy` per model: the share (%) of pictures whose own
+    caption beats its twin's, binding and relation side by side, with their intervals; 50 % dashed."""
+    names = list(twins)
+    fig = Figure(figsize=(1.8 * len(names) + 1.5, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    for j, k in enumerate(("binding", "relation")):
+        vals = [twins[n][k] for n in names]
+        err = np.array([[v["share"] - v["low"], v["high"] - v["share"]] for v in vals]).T
+        ax.bar(np.arange(len(names)) + 0.38 * j, [v["share"] for v in vals], 0.36, yerr=err, capsize=3, label=k)
+    ax.axhline(50, color="grey", ls="--", lw=1)
+    ax.set_xticks(np.arange(len(names)) + 0.19, names, fontsize=9)
+    ax.set_ylabel("own caption above its twin (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8)
+    return fig

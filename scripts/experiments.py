@@ -58,7 +58,7 @@ ATTENTION_GOALS = [{"a": "attention+glove", "b": "pooled+glove", "metric": "t2i_
 ATTENTION_SWEEP = [{"pooled": True}, {"direction": "t2i", "lam": 9.0}, {"direction": "i2t", "lam": 4.0},
                    {"direction": "i2t", "lam": 9.0}, {"direction": "i2t", "lam": 20.0}]
 #: The binding pairs of lesson 12: synthetic twins, each model fitted on their train split.
-TWINS = {"n": 400, "seed": 0,
+TWINS = {"n": 600, "seed": 0,
          "models": ["cca+glove", "cca+minilm", "pooled+glove", "attention+glove", "pooled+minilm", "attention+minilm"]}
 #: Lesson 08's goal, stated before the test people-style set was scored.
 GOAL = {"baseline": "cca+glove", "queries": "people", "min_gain_r10": 20.0}

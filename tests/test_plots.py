@@ -182,3 +182,13 @@ def test_show_hits_draws_each_hit_with_its_score_and_folder(tmp_path):
     assert axes[0].get_title(loc="left") == "a red square" and not axes[0].images  # words: no picture
     assert axes[4].images and axes[5].images and not axes[6].images  # the query picture, one hit, empty
     assert tuple(axes[1].images[0].get_array().shape[:2]) == (10, 20)  # the file's own pixels
+
+
+def test_plot_twins_draws_a_bar_per_model_and_kind():
+    from crosslab.plots import plot_twins
+
+    row = {"share": 75.0, "low": 60.0, "high": 90.0, "n": 10, "pairs": 2}
+    fig = plot_twins({"a": {"binding": row, "relation": row}, "b": {"binding": row, "relation": row}})
+    ax = fig.axes[0]
+    heights = sorted(p.get_height() for p in ax.patches)
+    assert heights == [75.0] * 4 and [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
