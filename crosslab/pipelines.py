@@ -288,24 +288,25 @@ def _fit_rcca(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
     return fits[best], {"reg": best, "val_rsum": val}
 
 
-def _fit_joint(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
-    from .joint import JointTrainer
-
-    trainer = JointTrainer(device=ctx.device, progress=ctx.progress, **spec.settings)
+def _train(trainer_cls: Any, ctx: _Context, spec: Spec) -> tuple[Any, dict]:
+    """Fit a trainer (JointTrainer, AttentionTrainer) on train, stopping early on val."""
+    trainer = trainer_cls(device=ctx.device, progress=ctx.progress, **spec.settings)
     trainer.fit(*ctx.split(spec, "train"), val=ctx.split(spec, "val"))
     h = trainer.history_
     return trainer.model_, {"best_epoch": h["best_epoch"], "epochs_run": len(h["loss"]),
                             "val_rsum": h["val_rsum"], "loss": h["loss"]}
+
+
+def _fit_joint(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
+    from .joint import JointTrainer
+
+    return _train(JointTrainer, ctx, spec)
 
 
 def _fit_attention(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
     from .attention import AttentionTrainer
 
-    trainer = AttentionTrainer(device=ctx.device, progress=ctx.progress, **spec.settings)
-    trainer.fit(*ctx.split(spec, "train"), val=ctx.split(spec, "val"))
-    h = trainer.history_
-    return trainer.model_, {"best_epoch": h["best_epoch"], "epochs_run": len(h["loss"]),
-                            "val_rsum": h["val_rsum"], "loss": h["loss"]}
+    return _train(AttentionTrainer, ctx, spec)
 
 
 def _fit_conse(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
