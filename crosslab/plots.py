@@ -309,6 +309,41 @@ def plot_history(histories: dict[str, dict], keys: Sequence[str] = ("val_t2i_r10
     return fig
 
 
+def plot_finetune(histories: dict[str, dict]) -> Figure:
+    """Fine-tuning runs (:class:`crosslab.finetune.FineTuneTrainer` ``history_``): training loss per epoch
+    (left) and val rSum per epoch with the start as epoch 0 (right; a dot marks the kept epoch)."""
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    ax_l, ax_r = fig.subplots(1, 2)
+    for k, (name, h) in enumerate(histories.items()):
+        ax_l.plot(np.arange(1, len(h["loss"]) + 1), h["loss"], color=f"C{k}", label=name)
+        ax_r.plot(np.arange(len(h["val_rsum"])), h["val_rsum"], color=f"C{k}", label=name)
+        ax_r.plot([h["best_epoch"]], [h["val_rsum"][h["best_epoch"]]], "o", color=f"C{k}")
+    ax_r.axhline(next(iter(histories.values()))["val_rsum"][0], color="grey", lw=0.8, ls=":")
+    ax_l.set(xlabel="epoch", ylabel="InfoNCE loss (train)", title="training loss")
+    ax_r.set(xlabel="epoch (0 = the frozen start, dotted)", ylabel="val rSum", title="validation (dot: best epoch)")
+    ax_l.legend(fontsize=8)
+    return fig
+
+
+def show_views(ds: CaptionedImages, rows: Sequence[int], n_views: int = 3, seed: int = 0) -> Figure:
+    """Each picture of ``rows`` beside its first ``n_views`` augmented views (:class:`crosslab.finetune.AugmentedView`)."""
+    from .finetune import AugmentedView
+
+    views = [AugmentedView(ds, v, rows=rows, seed=seed) for v in range(1, n_views + 1)]
+    fig = Figure(figsize=(2.1 * (n_views + 1), 2.3 * len(rows)), layout="constrained")
+    for r, i in enumerate(rows):
+        for c in range(n_views + 1):
+            ax = fig.add_subplot(len(rows), n_views + 1, r * (n_views + 1) + c + 1)
+            ax.imshow(np.asarray(ds.load_image(int(i)) if c == 0 else views[c - 1].load_image(r)))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title("original" if c == 0 else f"view {c}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(textwrap.fill(ds.image_captions(int(i))[0], 18, max_lines=2, placeholder=" ..."),
+                              fontsize=8)
+    return fig
+
+
 def plot_heatmaps(mats: dict[str, np.ndarray], row_labels: Sequence[str] = (),
                   col_labels: Sequence[str] = ()) -> Figure:
     """Side-by-side heatmaps of same-shaped matrices (e.g. one per similarity metric), with colour bars."""

@@ -148,6 +148,10 @@ class VectorStore:
         if not (hasattr(pipeline, "head") and hasattr(pipeline, "text")):
             raise ModelError(f"pipeline {getattr(pipeline, 'name', pipeline)!r} is a fusion or not a Pipeline: "
                              "it has no single vector per picture. Store one of its parts (e.g. 'cca+glove').")
+        if getattr(pipeline, "image_input", "features") not in ("features", "logits"):
+            raise ModelError(f"pipeline {pipeline.name!r} reads the CNN's {pipeline.image_input} (not its pooled "
+                             "features or logits), which the indexing path does not extract yet: store a pipeline "
+                             "such as mlp+minilm.")
         metric = pipeline.head.metric
         if metric not in _DISTANCE:
             raise ModelError(f"pipeline {pipeline.name!r} scores with {metric!r}; a store holds one vector per "

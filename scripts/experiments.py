@@ -24,6 +24,7 @@ What it writes (deterministic: no timings, no dates, so a re-run gives the same 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -60,6 +61,15 @@ ATTENTION_SWEEP = [{"pooled": True}, {"direction": "t2i", "lam": 9.0}, {"directi
 #: The binding pairs of lesson 12: synthetic twins, each model fitted on their train split.
 TWINS = {"n": 600, "seed": 0,
          "models": ["cca+glove", "cca+minilm", "pooled+glove", "attention+glove", "pooled+minilm", "attention+minilm"]}
+#: Lesson 13's fine-tuning variants scored on val, each over crosslab.pipelines.FINETUNE: where the cut lies
+#: (0 = only the head convolution, 1 = also the last MBConv block, 2 = the last two), two augmented views of
+#: each picture or none, the towers frozen or trained too. The table keeps the best val rSum.
+FINETUNE_SWEEP = [{"blocks": 0, "views": 2, "towers_lr": 0.0}, {"blocks": 0, "views": 0, "towers_lr": 0.0},
+                  {"blocks": 0, "views": 2, "towers_lr": 1e-4}, {"blocks": 1, "views": 2, "towers_lr": 0.0},
+                  {"blocks": 2, "views": 2, "towers_lr": 0.0}]
+#: Lesson 13's goals (issue "finetune"), stated before test was scored: the best pipeline *chosen on val*
+#: reaches these test text->image R@10 (own captions: val R@10 of the captions; people: val R@1+R@5+R@10).
+FINETUNE_GOALS = {"captions_r10": 65.0, "people_r10": 50.0}
 #: Lesson 08's goal, stated before the test people-style set was scored.
 GOAL = {"baseline": "cca+glove", "queries": "people", "min_gain_r10": 20.0}
 
@@ -97,6 +107,7 @@ def collect(progress: bool = True) -> dict:
         LESSON05,
         LESSON08,
         LESSON12,
+        LESSON13,
         create_pipeline,
         split_rows,
     )
@@ -121,7 +132,7 @@ def collect(progress: bool = True) -> dict:
     l08 = rows(LESSON08, ("captions", "people"))
     lesson12 = rows(["cca+glove", *LESSON12, "cca+minilm", *ATTENTION_MINILM], ("captions",))
     pipes = {n: create_pipeline(n, ds, progress=False)
-             for n in dict.fromkeys([*LESSON05, *LESSON08, *LESSON12, *ATTENTION_MINILM])}
+             for n in dict.fromkeys([*LESSON05, *LESSON08, *LESSON12, *ATTENTION_MINILM, *LESSON13])}
     choices = {n: p.choice for n, p in pipes.items()}
 
     ranks = {"captions": {}, "people": {}}
@@ -135,6 +146,7 @@ def collect(progress: bool = True) -> dict:
         comparisons.append({"queries": q, "direction": "t2i", "a": a, "b": b, **d})
 
     attention = _attention(ds, pipes, ranks["captions"], progress)
+    finetune = _finetune(ds, progress)
     val_score = {}
     for n in LESSON08:
         m = rank_metrics(query_ranks(pipes[n], ds, people_val, split="val"), (1, 5, 10))
@@ -149,7 +161,8 @@ def collect(progress: bool = True) -> dict:
     return _clean({"generated_by": "python scripts/experiments.py", "data": data, "choices": choices,
                    "lesson05": lesson05, "lesson08_captions": [r for r in l08 if r["queries"] == "captions"],
                    "lesson08_people": [r for r in l08 if r["queries"] != "captions"],
-                   "comparisons": comparisons, "chosen": chosen, "lesson12": lesson12, **attention})
+                   "comparisons": comparisons, "chosen": chosen, "lesson12": lesson12, **attention,
+                   **finetune})
 
 
 def _attention(ds, pipes, test_ranks, progress) -> dict:
@@ -177,6 +190,76 @@ def _attention(ds, pipes, test_ranks, progress) -> dict:
     scenes = cl.data.make_scenes(TWINS["n"], seed=TWINS["seed"], hard_pairs=True)
     twins = {n: twin_accuracy(create_pipeline(n, scenes, progress=False), scenes) for n in TWINS["models"]}
     return {"attention_sweep": sweep, "attention_goals": goals, "twins": {"settings": TWINS, "results": twins}}
+
+
+def _finetune(ds, progress) -> dict:
+    """Lesson 13: the fine-tuning variants on val, its rows on test, the goals (best pipeline chosen on val)."""
+    from crosslab.data.people import load_people_queries
+    from crosslab.evaluation import (
+        evaluate_pipeline,
+        paired_bootstrap,
+        pipeline_ranks,
+        query_ranks,
+        rank_metrics,
+        run,
+    )
+    from crosslab.finetune import AugmentedView, FineTuneTrainer
+    from crosslab.pipelines import (
+        FINETUNE,
+        IMAGE_ENCODER,
+        LESSON08,
+        LESSON13,
+        _Context,
+        create_pipeline,
+        get_spec,
+        split_rows,
+    )
+
+    ctx = _Context(ds, None, progress)
+    spec = get_spec("finetune+minilm")
+    enc = ctx.image_encoder()
+    sweep = []
+    for variant in FINETUNE_SWEEP:
+        st = {**FINETUNE, **variant}
+        s = dataclasses.replace(spec, settings=st)
+        views = [enc.extract_trunk(AugmentedView(ds, v, rows=ctx.rows["train"][1], seed=st["seed"]),
+                                   blocks=st["blocks"], progress=progress) for v in range(1, st.pop("views") + 1)]
+        start = create_pipeline(st.pop("start"), ds, progress=False)
+        t = FineTuneTrainer(encoder=IMAGE_ENCODER, image_size=ctx.image_size(), progress=progress, **st)
+        t.fit(*ctx.split(s, "train"), tail=enc.tail(st["blocks"]), towers=start.head, val=ctx.split(s, "val"),
+              views=views)
+        h = t.history_
+        sweep.append({"variant": variant, "val_rsum": max(h["val_rsum"]), "frozen_val_rsum": h["val_rsum"][0],
+                      "best_epoch": h["best_epoch"], "epochs_run": len(h["loss"])})
+    rows = [{k: v for k, v in r.items() if k not in _VOLATILE}
+            for r in run(LESSON13, ds, queries=("captions", "people"), progress=progress)]
+    names = list(dict.fromkeys([*LESSON08, *LESSON13]))
+    pipes = {n: create_pipeline(n, ds, progress=False) for n in names}
+    people, people_val = load_people_queries(ds, split="test"), load_people_queries(ds, split="val")
+    val_caps = {n: evaluate_pipeline(p, ds, "val")["t2i_r10"] for n, p in pipes.items()}
+    val_people = {}
+    for n, p in pipes.items():
+        m = rank_metrics(query_ranks(p, ds, people_val, split="val"), (1, 5, 10))
+        val_people[n] = m["r1"] + m["r5"] + m["r10"]
+    goals = []
+    for queries, val_score, target in (("captions", val_caps, FINETUNE_GOALS["captions_r10"]),
+                                       ("people", val_people, FINETUNE_GOALS["people_r10"])):
+        best = max(val_score, key=val_score.get)
+        r = pipeline_ranks(pipes[best], ds, "test")[0] if queries == "captions" else query_ranks(pipes[best], ds, people)
+        row = next(x for x in rows if x["name"] == best and x["queries"] == queries) if best in LESSON13 else None
+        r10 = 100.0 * float((r <= 10).mean())
+        goals.append({"queries": queries, "target_r10": target, "chosen": best, "val_score": val_score,
+                      "test_r10": r10, "ci": row["t2i_r10_ci"] if row else None, "met": bool(r10 >= target)})
+    test_caps = split_rows(ds, "test")
+    diffs = []
+    for queries in ("captions", "people"):
+        ra, rb = ((pipeline_ranks(pipes[n], ds, "test")[0] for n in ("finetune+minilm", "mlp+minilm"))
+                  if queries == "captions" else (query_ranks(pipes[n], ds, people) for n in ("finetune+minilm",
+                                                                                           "mlp+minilm")))
+        groups = test_caps[2] if queries == "captions" else None
+        diffs.append({"queries": queries, "a": "finetune+minilm", "b": "mlp+minilm",
+                      **paired_bootstrap(ra, rb, 10, groups=groups)})
+    return {"finetune_sweep": sweep, "lesson13": rows, "finetune_goals": goals, "finetune_diffs": diffs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ source                                      written by
 ``data/clipart/build.json`` + manifest      ``python scripts/build_clipart.py``
 ``data/people_queries/*.csv``               (the query sets themselves)
 ``docs/results/experiments.json``           ``python scripts/experiments.py``
+``docs/results/picture_side.json``          ``python scripts/picture_side.py`` (needs openclipart-svg)
 ``docs/results/course_timings.json``        ``python scripts/run_course.py --cold-warm --readme``
 ==========================================  =============================================
 
@@ -37,6 +38,7 @@ CLIPART = ROOT / "data" / "clipart"
 PEOPLE = ROOT / "data" / "people_queries"
 EXPERIMENTS = ROOT / "docs" / "results" / "experiments.json"
 TIMINGS = ROOT / "docs" / "results" / "course_timings.json"
+PICTURE_SIDE = ROOT / "docs" / "results" / "picture_side.json"
 
 
 def _json(path: Path) -> dict:
@@ -214,8 +216,9 @@ def exp_choices() -> str:
             rows.append([name, f"ridge {c['reg']:g}", "val rSum by ridge: " + _grid(c["val_rsum"])])
         elif "best_epoch" in c:
             vs, best = c["val_rsum"], c["best_epoch"]
-            kept = (f"val rSum {vs[best - 1]:.1f} at the kept epoch" if best else
-                    "no epoch beat the starting point on val: the start was kept")
+            at = vs[best] if "start" in c else vs[best - 1]  # a fine-tuned one scores its start as entry 0
+            kept = (f"val rSum {at:.1f} at the kept epoch" if best else
+                    f"no epoch beat the start ({c.get('start', 'its initialisation')}) on val: the start was kept")
             rows.append([name, f"epoch {best} of {c['epochs_run']}",
                          f"{kept}; the curve's range {min(vs):.1f}–{max(vs):.1f}"])
         elif "T" in c and "temperature" in c:
@@ -337,6 +340,61 @@ def exp_twins() -> str:
             + table(["model", "binding (colours swapped)", "relation (places swapped)"], body, "lll"))
 
 
+def picture_side() -> str:
+    d = _json(PICTURE_SIDE)
+    body = []
+    for c in d["candidates"]:
+        m = c["pipelines"]["mlp+minilm"]
+        vs = m.get("vs_current")
+        diff = (f"{vs['captions_t2i_r10']['diff']:+.1f} [{vs['captions_t2i_r10']['low']:+.1f}, "
+                f"{vs['captions_t2i_r10']['high']:+.1f}] / {vs['people_r10']['diff']:+.1f} "
+                f"[{vs['people_r10']['low']:+.1f}, {vs['people_r10']['high']:+.1f}]") if vs else "(the current set)"
+        body.append([f"{c['render']} px", f"{c['encoder']} at {c['image_size']}",
+                     " / ".join(f"{c['pipelines'][p]['val_rsum']:.1f}" for p in d["pipelines"]),
+                     " / ".join(f"{c['pipelines'][p]['val_people_r10']:.1f}" for p in d["pipelines"]),
+                     diff, f"{c['ms_per_picture']:.0f}", f"{c['png_mb']:.0f}"])
+    names = " / ".join(d["pipelines"])
+    return (f"Val only. Extraction time measured on {d['machine']['cpus']} CPU cores (median of 3 passes over 64 "
+            "val pictures).\n\n"
+            + table(["render", "encoder at input size", f"val rSum ({names})", f"val people R@10 ({names})",
+                     "mlp+minilm minus the current: val t2i R@10 / people R@10 (95% CI)", "ms per picture",
+                     "PNGs (MB)"], body, "llllrrr"))
+
+
+def exp_finetune_sweep() -> str:
+    rows = _exp()["finetune_sweep"]
+    best = max(r["val_rsum"] for r in rows)
+    body = [[str(r["variant"]["blocks"]), str(r["variant"]["views"]),
+             "trained" if r["variant"]["towers_lr"] else "frozen", f"{r['frozen_val_rsum']:.1f}",
+             f"**{r['val_rsum']:.1f}**" if r["val_rsum"] == best else f"{r['val_rsum']:.1f}",
+             f"{r['best_epoch']} of {r['epochs_run']}"] for r in rows]
+    return table(["MBConv blocks trained (+ the head convolution)", "augmented views", "towers",
+                  "val rSum at the start", "val rSum kept", "best epoch"], body, "rrlrrr")
+
+
+def exp_lesson13() -> str:
+    rows = _exp()["lesson13"]
+    return _caption_rows([r for r in rows if r["queries"] == "captions"]) + "\n\nPeople-style test queries:\n\n" + \
+        table(["model", "R@1 / R@5 / **R@10** (MedR)", "R@10 95% CI"],
+              [[r["name"], f"{f1(r['t2i_r1'])} / {f1(r['t2i_r5'])} / **{f1(r['t2i_r10'])}** ({r['t2i_medr']:g})",
+                _ci(r, "t2i_r10_ci")] for r in rows if r["queries"] == "people"], "llr")
+
+
+def exp_finetune_goals() -> str:
+    e = _exp()
+    out = []
+    for g in e["finetune_goals"]:
+        what = "own captions" if g["queries"] == "captions" else "people-style queries"
+        rule = "val t2i R@10" if g["queries"] == "captions" else "val people R@1+R@5+R@10"
+        ci = f", 95% CI {g['ci'][0]:.1f}–{g['ci'][1]:.1f}" if g.get("ci") else ""
+        out.append(f"* {what}: test text→image R@10 ≥ {g['target_r10']:g} for the pipeline chosen on val ({rule}): "
+                   f"`{g['chosen']}`, test {g['test_r10']:.1f}{ci}: {'**met**' if g['met'] else '**missed**'}.")
+    for d in e["finetune_diffs"]:
+        out.append(f"* `{d['a']}` − `{d['b']}`, {d['queries']}, text→image R@10: {d['diff']:+.1f} points, paired 95% "
+                   f"CI [{d['low']:+.1f}, {d['high']:+.1f}]: {'**real**' if d['real'] else 'noise: cannot tell'}.")
+    return "Goals, stated before test was scored, and the difference fine-tuning makes:\n\n" + "\n".join(out)
+
+
 # ----- README.md -----------------------------------------------------------------------------
 def course_timings() -> str:
     spec = importlib.util.spec_from_file_location("run_course", ROOT / "scripts" / "run_course.py")
@@ -364,6 +422,10 @@ SECTIONS: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/experiments.md", "attention-sweep", exp_attention_sweep),
     ("docs/experiments.md", "attention-goal", exp_attention_goal),
     ("docs/experiments.md", "twins", exp_twins),
+    ("docs/experiments.md", "picture-side", picture_side),
+    ("docs/experiments.md", "finetune-sweep", exp_finetune_sweep),
+    ("docs/experiments.md", "lesson13", exp_lesson13),
+    ("docs/experiments.md", "finetune-goals", exp_finetune_goals),
     ("README.md", "course-timings", course_timings),
 ]
 

@@ -67,8 +67,10 @@ def test_every_head_class_satisfies_the_head_protocol():
     rng = np.random.default_rng(0)
     X, Y, c2i = rng.normal(size=(12, 6)), rng.normal(size=(6, 5)), np.arange(12) % 6
     heads = _heads()
-    # (AttentionHead reads sequences, not rows: tests/test_attention.py checks it the same way.)
-    assert set(heads) == {"JointModel", "RandomModel", "CCAModel", "RegularizedCCA", "ConSE", "AttentionHead"}
+    # (AttentionHead reads sequences and FineTunedHead activation maps, not rows: tests/test_attention.py and
+    # tests/test_finetune.py check them the same way.)
+    assert set(heads) == {"JointModel", "RandomModel", "CCAModel", "RegularizedCCA", "ConSE", "AttentionHead",
+                          "FineTunedHead"}
     made = {
         "RandomModel": heads["RandomModel"](d=3).fit(X, Y, c2i),
         "CCAModel": heads["CCAModel"](d=2, pca=None).fit(X, Y, c2i),
