@@ -85,6 +85,7 @@ def render(res: dict[str, Any]) -> str:
     lines += _ann(res)
     lines += _collection(res)
     lines += _attention(res)
+    lines += _finetune(res)
     if errors := res.get("errors"):
         lines += ["## Errors", ""] + [f"- **{k}**: `{v}`" for k, v in errors.items()] + [""]
     return "\n".join(lines).rstrip() + "\n"
@@ -453,3 +454,24 @@ def _attention(res: dict[str, Any]) -> list[str]:
                       _f(r["ratio_to_one_vector"], ".2f") + "×", _spread_cell(r.get("ratio_to_one_vector_spread"))]
                      for r in q["rows"]])
     return lines + [f"- {q['note']}", ""]
+
+
+def _finetune(res: dict[str, Any]) -> list[str]:
+    ft = res.get("finetune")
+    if not ft or not ft.get("epochs"):
+        return []
+    j = ft.get("judgement") or {}
+    lines = ["## Lesson 13's fine-tuning: an epoch from cached activations (issue 17)", "",
+             f"`benchmarks/bench_finetune.py` on {ft['dataset']}: {ft['n_train_pictures']:,} training pictures, "
+             f"{ft['rounds']} interleaved round(s) on {ft['device']} ({ft['torch_threads']} torch threads). *Per "
+             "round*: lower quartile – median – upper quartile over the rounds.", ""]
+    rows = [[f"epoch, blocks={k} ({e['trained_parameters']:,} parameters trained; cached "
+             f"{'×'.join(map(str, e['activation_shape']))} per picture)", _f(e["median_s"], ".1f"),
+             _spread_cell(e.get("spread"), ".1f"),
+             f"≤ {ft['goal_epoch_s']:.0f} s: {_met(j)}" if k == "0" else "–"] for k, e in ft["epochs"].items()]
+    rows.append(["the peer: decode + frozen part, blocks=0 (uncached)", _f(ft["peer"]["median_s"], ".1f"),
+                 _spread_cell(ft["peer"].get("spread"), ".1f"), "–"])
+    rows.append(["peer / epoch (blocks=0)", _f(ft["ratio"], ".1f") + "×", _spread_cell(ft.get("ratio_spread")), "–"])
+    lines += _table(["what", "median s", "per round s", "goal"], rows)
+    return lines + [f"- other processes used {ft['other_cpu_fraction']:.0%} of the CPU during the rounds",
+                    f"- {ft['note']}", ""]

