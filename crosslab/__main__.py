@@ -22,6 +22,7 @@ COMMANDS = {
     "evaluate": "fit named pipelines and print test-split retrieval metrics",
     "index": "a vector store on disk (LanceDB): build DIR from pictures, search DIR",
     "collection": "index your own folder of pictures, then search it by words or by picture",
+    "robustness": "test-split R@10 of named pipelines under corrupted captions and pictures, by severity",
 }
 
 
