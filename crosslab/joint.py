@@ -257,6 +257,7 @@ _LIMITS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
     "margin": (False, lambda v: v >= 0, ">= 0"), "temperature": (False, lambda v: v > 0, "> 0"),
     "dropout": (False, lambda v: 0 <= v < 1, "in [0, 1)"), "lr": (False, lambda v: v > 0, "> 0"),
     "weight_decay": (False, lambda v: v >= 0, ">= 0"), "init_reg": (False, lambda v: v >= 0, ">= 0"),
+    "adversary": (False, lambda v: v >= 0, ">= 0"), "adversary_hidden": (True, lambda v: v >= 1, ">= 1"),
 }
 
 
@@ -285,6 +286,11 @@ class TrainSettings:
     # features; output dimensions beyond its min(n, m) start random, scaled by 0.1.
     init: str = "random"
     init_reg: float = 0.3
+    # > 0: ACMR-style modality-adversarial training (crosslab.modality): a discriminator of `adversary_hidden`
+    # units tells caption vectors from picture vectors, the towers fool it through gradient reversal, and
+    # its loss joins the ranking loss with this weight.
+    adversary: float = 0.0
+    adversary_hidden: int = 128
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -339,6 +345,16 @@ def _new_model(s: TrainSettings, X: torch.Tensor, Y: torch.Tensor, c2i: np.ndarr
     if s.init == "cca":
         _init_from_cca(model, X, Y, c2i, s.init_reg)
     return model
+
+
+def _modality_loss(disc: nn.Module, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The discriminator's loss at telling ``v`` (1) from ``t`` (0), behind a gradient-reversal layer: the
+    discriminator descends it, the towers ascend it."""
+    from .modality import grad_reverse
+
+    z = grad_reverse(torch.cat([t, v]))
+    y = torch.cat([torch.zeros(len(t), device=z.device), torch.ones(len(v), device=z.device)])
+    return F.binary_cross_entropy_with_logits(disc(z), y)
 
 
 class JointTrainer:
@@ -405,9 +421,14 @@ class JointTrainer:
         step = LOSSES[s.loss]
         decay = [p for n, p in model.named_parameters() if p.ndim > 1]
         other = [p for n, p in model.named_parameters() if p.ndim <= 1 and p.requires_grad]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": s.weight_decay}, {"params": other, "weight_decay": 0.0}], lr=s.lr
-        )
+        groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": other, "weight_decay": 0.0}]
+        disc = None
+        if s.adversary > 0:  # made after the towers, so adversary=0 draws exactly what it always drew
+            from .modality import ModalityDiscriminator
+
+            disc = ModalityDiscriminator(s.d, s.adversary_hidden).to(dev)
+            groups.append({"params": list(disc.parameters()), "weight_decay": 0.0})
+        opt = torch.optim.AdamW(groups, lr=s.lr)
         Xd, Yd = X.to(dev), Y.to(dev)
         c2i_t = torch.from_numpy(c2i).to(dev)
         history: dict[str, Any] = {"loss": [], "temperature": [], "val_metrics": [], "val_rsum": [],
@@ -429,6 +450,8 @@ class JointTrainer:
                 t = model.text_forward(Xd[bt])
                 v = model.image_forward(Yd[c2i_t[bt]])
                 L = step(t @ v.T, model, s, gen)
+                if disc is not None:
+                    L = L + s.adversary * _modality_loss(disc, t, v)
                 opt.zero_grad(set_to_none=True)
                 L.backward()
                 opt.step()

@@ -170,7 +170,7 @@ def test_settings_defaults_replace_and_errors():
     assert s.as_dict() == dict(
         d=256, loss="infonce", margin=0.2, temperature=0.07, learn_temperature=True, head="linear",
         hidden=1024, dropout=0.0, normalize=True, n_negatives=15, lr=1e-3, weight_decay=1e-4,
-        batch_size=128, epochs=30, patience=5, seed=0, init="random", init_reg=0.3,
+        batch_size=128, epochs=30, patience=5, seed=0, init="random", init_reg=0.3, adversary=0.0, adversary_hidden=128,
     )
     t = s.replace(loss="hinge", d=np.int64(8))
     assert (t.loss, t.d, type(t.d), s.loss) == ("hinge", 8, int, "infonce")
