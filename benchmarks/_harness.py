@@ -473,3 +473,20 @@ def _busy(t: Any) -> float:
 def _own_cpu() -> float:
     t = psutil.Process().cpu_times()
     return t.user + t.system + t.children_user + t.children_system
+
+
+def section_main(description: str, run: Callable[[bool], dict[str, Any]],
+                 goals: Callable[[dict[str, Any], bool], list[dict[str, Any]]], device: str = "cpu",
+                 argv: list[str] | None = None) -> int:
+    """A section's ``python -m benchmarks.bench_x [--quick]``: run it, add the machine and its goals, print JSON."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    res = run(args.quick)
+    res["machine"] = machine_info([torch.device(device)])
+    res["goals"] = goals(res, args.quick)
+    print(json.dumps(res, indent=1, default=str))
+    return 0

@@ -25,8 +25,6 @@ one round, nothing judged.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 from typing import Any
@@ -121,16 +119,7 @@ def goals(ft: dict[str, Any] | None, quick: bool) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args(argv)
-    res = run(args.quick)
-    res["machine"] = _harness.machine_info([torch.device(DEVICE)])
-    res["goals"] = goals(res, args.quick)
-    print(json.dumps(res, indent=1, default=str))
-    return 0
+    return _harness.section_main(__doc__.splitlines()[0], run, goals, DEVICE, argv)
 
 
 if __name__ == "__main__":

@@ -19,3 +19,14 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """60 synthetic scenes (``make_scenes(60, seed=0)``) with a feature cache of the test module's own."""
+    import crosslab as cl
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CROSSLAB_CACHE", str(tmp_path_factory.mktemp("crosslab-cache")))
+    yield cl.data.make_scenes(60, seed=0)
+    mp.undo()

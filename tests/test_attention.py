@@ -166,14 +166,6 @@ def test_training_learns_planted_word_region_matches():
 pytest.importorskip("efficientnet_lite_pytorch")
 
 
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CROSSLAB_CACHE", str(tmp_path_factory.mktemp("crosslab-cache")))
-    yield cl.data.make_scenes(60, seed=0)
-    mp.undo()
-
-
 @pytest.mark.parametrize("name", pipelines.LESSON12)
 def test_table_entries_fit_search_and_round_trip(name, scenes, monkeypatch, tmp_path):
     spec = pipelines.PIPELINES[name]

@@ -24,14 +24,6 @@ def enc():
     return ImageEncoder("efficientnet_lite0", image_size=160, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CROSSLAB_CACHE", str(tmp_path_factory.mktemp("crosslab-cache")))
-    yield cl.data.make_scenes(60, seed=0)
-    mp.undo()
-
-
 @pytest.mark.parametrize("blocks", [0, 1, 2])
 def test_trunk_then_tail_is_the_whole_network(enc, scenes, blocks):
     """The cached-activation path gives the full network's pooled features (float32: to 1e-5)."""

@@ -96,14 +96,6 @@ def test_bad_kinds_and_severities_are_named():
         rb.corrupt_text(CAPTION, "typo", 6)
 
 
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CROSSLAB_CACHE", str(tmp_path_factory.mktemp("crosslab-cache")))
-    yield cl.data.make_scenes(60, seed=0)
-    mp.undo()
-
-
 def test_corrupted_images_are_a_dataset_with_its_own_fingerprint(scenes):
     v = rb.CorruptedImages(scenes, "blur", 2, rows=[1, 4])
     assert len(v) == 2 and v.ids == [scenes.ids[1], scenes.ids[4]]
