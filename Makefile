@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PORT   ?=
 export VENV PYTHON
 
-.PHONY: help setup lab app test lint unit nbval course notebooks results docs bench lock-env clean
+.PHONY: help setup lab app test lint unit nbval course notebooks results robustness docs bench lock-env clean
 
 help:
 	@echo "make lab       start JupyterLab on the course (sets up .venv on first use)"
@@ -17,6 +17,7 @@ help:
 	@echo "make course    run every lesson headless, in order, and time it"
 	@echo "make notebooks re-execute the lessons in place (authors: commit the outputs)"
 	@echo "make results   score the named pipelines once on test (docs/results/experiments.json), render the docs"
+	@echo "make robustness lesson 14: corruptions, attacks, defences chosen on val (docs/results/robustness.json)"
 	@echo "make docs      re-render every generated table of the docs from its JSON"
 	@echo "make bench     run benchmarks/ and write benchmarks/RESULTS.md"
 
@@ -52,6 +53,11 @@ notebooks: setup
 
 results: setup
 	$(PY) scripts/experiments.py
+	$(PY) scripts/render_docs.py
+
+# Lesson 14's corruptions, attacks and defences (about 25 minutes on 2 cores): docs/results/robustness.json.
+robustness: setup
+	$(PY) scripts/robustness.py
 	$(PY) scripts/render_docs.py
 
 docs: setup

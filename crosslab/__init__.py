@@ -18,7 +18,8 @@ _SUBMODULES = {
     "data", "device", "errors", "text", "image", "cache", "joint", "losses", "similarity",
     "search", "evaluation", "baselines", "plots", "widgets", "doctor",
     "text_encoders", "zeroshot", "pipeline", "pipelines", "ann", "store", "distributed",
-    "collection", "collection_app", "attention", "explain", "finetune", "robustness", "attacks",
+    "collection", "collection_app", "attention", "explain", "finetune", "robustness", "attacks", "modality",
+    "plots_robustness",
 }
 #: The pipeline API at the top level: name -> module that defines it.
 _FUNCTIONS = {"list_pipelines": "pipelines", "create_pipeline": "pipelines", "load_pipeline": "pipeline",

@@ -4,6 +4,7 @@
     adv = attacks.pgd(p, pictures, texts, eps=4 / 255)            # push each picture away from its text
     adv = attacks.pgd(p, pictures, ["a red car"] * n, eps=4 / 255, targeted=True)   # pull towards a query
     attacks.success(p, ds, rows, adv, texts, targeted=False)      # did the own caption leave the top 10?
+    attacks.substitute_word(p, ds, caption_rows, neighbours)      # the text side: one word swapped
 
 Projected gradient descent (PGD; Madry et al., 2018) on the pixels the image encoder sees: the picture
 as ``(3, S, S)`` values in [0, 1] at the encoder's input size ``S``, a perturbation ``delta`` with every
@@ -13,6 +14,11 @@ valid range [0, 1]. *Untargeted*: lower the cosine between the picture and its o
 raise the cosine with a chosen query. The gradient flows through the whole CNN and the pipeline's image
 tower, so the attack needs a pipeline whose head is a torch module reading pooled features (the trained
 towers, e.g. ``mlp+minilm``); other heads are refused by name.
+
+On the text side, :func:`substitute_word` is a greedy one-word attack: every way of replacing one word
+of a caption by one of its nearest GloVe neighbours is tried, and the one that pushes the caption's
+picture furthest down the ranking is kept (the attack a bag-of-words model is most exposed to; note
+that a neighbour need not keep the meaning: GloVe puts "red" next to "blue").
 
 The adversarial pictures stay floating point at the encoder's resolution (rounding them to 8-bit PNGs
 would undo part of a 1/255-sized change); :func:`to_pil` turns them into pictures to look at.
@@ -29,7 +35,7 @@ import torch
 
 from .errors import ModelError
 
-__all__ = ["pgd", "Adversarial", "success", "to_pil"]
+__all__ = ["pgd", "Adversarial", "attacked_ranks", "success", "feature_shift", "to_pil", "substitute_word"]
 
 
 @dataclass
@@ -56,14 +62,29 @@ def _check(p: Any) -> None:
                          f"{getattr(p, 'name', p)!r} has {type(head).__name__} on {getattr(p, 'image_input', '?')}.")
 
 
-def _embed(p: Any, x01: torch.Tensor) -> torch.Tensor:
-    """Pixels in [0, 1] -> the pipeline's unit image vectors, differentiably."""
+def _pooled(p: Any, x01: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] -> the CNN's pooled features, differentiably."""
     enc = p.image_encoder
     t = enc.transform
     mean = torch.tensor(t.mean, device=x01.device).view(1, 3, 1, 1)
     std = torch.tensor(t.std, device=x01.device).view(1, 3, 1, 1)
     grid, _ = enc.model(((x01 - mean) / std).contiguous(memory_format=torch.channels_last))
-    return p.head.image_forward(grid.mean((2, 3)))
+    return grid.mean((2, 3))
+
+
+def _embed(p: Any, x01: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] -> the pipeline's unit image vectors, differentiably."""
+    return p.head.image_forward(_pooled(p, x01))
+
+
+def feature_shift(p: Any, adv: Adversarial) -> np.ndarray:
+    """``(n, m)``: how far the attack moved each picture's pooled CNN features, in units of each feature's
+    training standard deviation (the units of ``JointTrainer(feature_eps=...)``)."""
+    _check(p)
+    dev = next(p.head.parameters()).device
+    with torch.no_grad():
+        d = _pooled(p, torch.as_tensor(adv.pixels, device=dev)) - _pooled(p, torch.as_tensor(adv.clean, device=dev))
+        return (d / p.head.image.scale).cpu().numpy()
 
 
 def pgd(p: Any, pictures: Sequence[Any], texts: Sequence[str], *, eps: float = 4 / 255, steps: int = 10,
@@ -109,11 +130,11 @@ def pgd(p: Any, pictures: Sequence[Any], texts: Sequence[str], *, eps: float = 4
     return Adversarial(cat(out), X.cpu().numpy(), float(eps), bool(targeted), cat(before), cat(after))
 
 
-def success(p: Any, ds: Any, rows: Sequence[int], adv: Adversarial, texts: Sequence[str], *, k: int = 10,
-            split: str = "test") -> np.ndarray:
-    """Per attacked picture (dataset rows ``rows``, in ``split``), whether the attack reached its aim
-    against the split's whole gallery: untargeted, ``texts[i]`` no longer finds the picture in its top
-    ``k``; targeted, the picture now comes first for ``texts[i]``."""
+def attacked_ranks(p: Any, ds: Any, rows: Sequence[int], adv: Adversarial, texts: Sequence[str], *,
+                   split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """Per attacked picture (dataset rows ``rows``, in ``split``): its rank for ``texts[i]`` among the
+    split's pictures, ``(before, after)`` the attack (1 = first; the other pictures stay clean). Ties
+    (identical pictures) go to the attacked picture: a float-rounding difference moves no rank."""
     from .pipelines import split_rows
 
     _, imgs, _ = split_rows(ds, split)
@@ -125,15 +146,24 @@ def success(p: Any, ds: Any, rows: Sequence[int], adv: Adversarial, texts: Seque
     p.head.eval()  # no dropout: the tower as it scores
     with torch.no_grad():
         Va = _embed(p, torch.as_tensor(adv.pixels, device=dev)).cpu().numpy().astype(np.float64)
+        Vc = _embed(p, torch.as_tensor(adv.clean, device=dev)).cpu().numpy().astype(np.float64)
     p.head.train(was)
-    ok = []
+    out = np.zeros((2, len(rows)), dtype=np.int64)
     for i, r in enumerate(rows):
-        s = T[i] @ V.T
-        s[where[int(r)]] = T[i] @ Va[i]
-        # Ties (identical pictures) go to the attacked picture: a float-rounding difference is no success.
-        rank = 1 + int((s > s[where[int(r)]] + 1e-6).sum())
-        ok.append(rank == 1 if adv.targeted else rank > k)
-    return np.array(ok, dtype=bool)
+        for k, own in enumerate((Vc[i], Va[i])):
+            s = T[i] @ V.T
+            s[where[int(r)]] = T[i] @ own
+            out[k, i] = 1 + int((s > s[where[int(r)]] + 1e-6).sum())
+    return out[0], out[1]
+
+
+def success(p: Any, ds: Any, rows: Sequence[int], adv: Adversarial, texts: Sequence[str], *, k: int = 10,
+            split: str = "test") -> np.ndarray:
+    """Per attacked picture (see :func:`attacked_ranks`), whether the attack reached its aim against the
+    split's whole gallery: untargeted, ``texts[i]`` no longer finds the picture in its top ``k``;
+    targeted, the picture now comes first for ``texts[i]``."""
+    after = attacked_ranks(p, ds, rows, adv, texts, split=split)[1]
+    return after == 1 if adv.targeted else after > k
 
 
 def to_pil(pixels: np.ndarray) -> list[Any]:
@@ -141,3 +171,40 @@ def to_pil(pixels: np.ndarray) -> list[Any]:
     from PIL import Image
 
     return [Image.fromarray(np.clip(np.rint(x.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)) for x in pixels]
+
+
+def substitute_word(p: Any, ds: Any, caption_rows: Sequence[int], neighbours: Any, *, k: int = 10,
+                    split: str = "test") -> list[dict[str, Any]]:
+    """The greedy one-word attack on captions ``caption_rows`` (dataset rows, in ``split``).
+
+    ``neighbours``: word -> candidate replacements (e.g. :func:`crosslab.robustness.glove_neighbours`).
+    Per caption: ``text``, ``attacked`` (the worst single replacement, or the caption itself if no word
+    has a neighbour), ``rank`` and ``attacked_rank`` of its picture among the split's pictures
+    (1 = first; the attack keeps the clean caption unless a replacement lowers the picture strictly),
+    ``tried`` (how many replacements) and ``success`` (the picture was in the top ``k`` and no longer is).
+    """
+    import re
+
+    from .evaluation import ranks
+    from .pipelines import split_rows
+    from .robustness import _text_vectors
+
+    _, imgs, _ = split_rows(ds, split)
+    where = {int(r): j for j, r in enumerate(imgs)}
+    V = p.encode_image(ds, rows=imgs)
+    out = []
+    for c in caption_rows:
+        text, target = ds.captions[int(c)], where[int(ds.caption_to_image[int(c)])]
+        words = text.split()
+        cands = [text]
+        for j, w in enumerate(words):
+            m = re.fullmatch(r"([^A-Za-z]*)([A-Za-z]+)([^A-Za-z]*)", w)
+            if m:
+                for n in neighbours(m.group(2).lower()):
+                    cands.append(" ".join([*words[:j], m.group(1) + n + m.group(3), *words[j + 1:]]))
+        r = ranks(np.asarray(p.score(_text_vectors(p, cands), V)), np.full(len(cands), target))[0]
+        worst = int(np.argmax(r))  # ties keep the first: the clean caption unless one is strictly worse
+        out.append({"row": int(c), "text": text, "attacked": cands[worst], "rank": int(r[0]),
+                    "attacked_rank": int(r[worst]), "tried": len(cands) - 1,
+                    "success": bool(r[0] <= k < r[worst])})
+    return out

@@ -258,6 +258,7 @@ _LIMITS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
     "dropout": (False, lambda v: 0 <= v < 1, "in [0, 1)"), "lr": (False, lambda v: v > 0, "> 0"),
     "weight_decay": (False, lambda v: v >= 0, ">= 0"), "init_reg": (False, lambda v: v >= 0, ">= 0"),
     "adversary": (False, lambda v: v >= 0, ">= 0"), "adversary_hidden": (True, lambda v: v >= 1, ">= 1"),
+    "feature_eps": (False, lambda v: v >= 0, ">= 0"),
 }
 
 
@@ -291,6 +292,10 @@ class TrainSettings:
     # its loss joins the ranking loss with this weight.
     adversary: float = 0.0
     adversary_hidden: int = 128
+    # > 0: adversarial training on the image features (Goodfellow et al.'s FGSM, Madry et al.'s recipe in
+    # one step): every batch's picture features take a step of this size, in units of each feature's
+    # training standard deviation, up the sign of the loss's gradient, and the towers learn on the moved ones.
+    feature_eps: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -357,6 +362,39 @@ def _modality_loss(disc: nn.Module, t: torch.Tensor, v: torch.Tensor) -> torch.T
     return F.binary_cross_entropy_with_logits(disc(z), y)
 
 
+def _views(X: torch.Tensor, views: Any, what: str) -> torch.Tensor:
+    """``(1 + len(views), *X.shape)``: the clean features, then each view (checked to match)."""
+    if views is None or len(views) == 0:
+        return X[None]
+    out = [X]
+    for k, v in enumerate(views):
+        t = _as_float_tensor(v, f"{what}[{k}]")
+        if t.shape != X.shape:
+            raise ShapeError(f"{what}[{k}] is shaped {tuple(t.shape)}; it must match the features, {tuple(X.shape)}.")
+        out.append(t)
+    return torch.stack(out)
+
+
+def _draw(Xs: torch.Tensor, rows: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Rows of the clean features, or with views, each row from a view drawn uniformly (clean included)."""
+    if len(Xs) == 1:
+        return Xs[0, rows]
+    k = torch.randint(len(Xs), (len(rows),), generator=gen).to(rows.device)
+    return Xs[k, rows]
+
+
+def _fgsm(model: JointModel, step: Callable, s: TrainSettings, gen: torch.Generator, x: torch.Tensor,
+          y: torch.Tensor) -> torch.Tensor:
+    """The batch's picture features moved ``feature_eps`` training standard deviations up the sign of the
+    loss's gradient (the worst change in that L-infinity box to first order)."""
+    y0 = y.detach().requires_grad_(True)
+    was = model.training
+    model.eval()  # the attack sees the tower as it scores (no dropout); the gradient is the attack's only
+    (g,) = torch.autograd.grad(step(model.text_forward(x) @ model.image_forward(y0).T, model, s, gen), y0)
+    model.train(was)
+    return (y + s.feature_eps * model.image.scale * g.sign()).detach()
+
+
 class JointTrainer:
     """Trains a :class:`JointModel`, scikit-learn style: ``JointTrainer(...).fit(...).model_``.
 
@@ -382,7 +420,8 @@ class JointTrainer:
         return f"JointTrainer({changed})"
 
     def fit(self, text_feats: Array, image_feats: Array, caption_to_image: Any, *,
-            val: tuple[Array, Array, Any] | None = None) -> JointTrainer:
+            val: tuple[Array, Array, Any] | None = None, text_views: Any = None,
+            image_views: Any = None) -> JointTrainer:
         """Train on ``(C, n)`` caption and ``(N, m)`` image features; returns ``self``.
 
         ``caption_to_image``: ``(C,)`` image index of each caption (or a CaptionedImages).
@@ -395,6 +434,10 @@ class JointTrainer:
         lists ``loss``, ``temperature`` and, with ``val``, ``val_rsum``, ``val_t2i_r10``,
         ``val_i2t_r10`` (all val metrics in ``val_metrics``), plus ``best_epoch`` (1-based;
         the epoch whose weights were kept; 0 for the CCA start).
+
+        ``text_views`` / ``image_views``: augmentation -- a list of arrays shaped like the
+        caption (image) features, the same captions (pictures) altered (crosslab.robustness);
+        every batch draws, per caption (picture), the clean features or one of the views.
         """
         from tqdm.auto import tqdm
 
@@ -412,6 +455,8 @@ class JointTrainer:
             vc2i = _check_pairs(vX, vY, val[2], "val data")
             if vX.shape[1] != X.shape[1] or vY.shape[1] != Y.shape[1]:
                 raise ShapeError("val features must have the same widths as the training features.")
+        Xs = _views(X, text_views, "text_views")
+        Ys = _views(Y, image_views, "image_views")
 
         dev = get_device(self.device)
         torch.manual_seed(s.seed)
@@ -429,7 +474,8 @@ class JointTrainer:
             disc = ModalityDiscriminator(s.d, s.adversary_hidden).to(dev)
             groups.append({"params": list(disc.parameters()), "weight_decay": 0.0})
         opt = torch.optim.AdamW(groups, lr=s.lr)
-        Xd, Yd = X.to(dev), Y.to(dev)
+        Xd, Yd = Xs.to(dev), Ys.to(dev)  # (views + 1, C, n) and (views + 1, N, m): view 0 is the clean one
+        vgen = torch.Generator().manual_seed(s.seed + 1)  # the views' draws: none without views
         c2i_t = torch.from_numpy(c2i).to(dev)
         history: dict[str, Any] = {"loss": [], "temperature": [], "val_metrics": [], "val_rsum": [],
                                    "val_t2i_r10": [], "val_i2t_r10": [], "best_epoch": None}
@@ -447,8 +493,11 @@ class JointTrainer:
             total, count = 0.0, 0
             for b in unique_image_batches(c2i, s.batch_size, rng):
                 bt = torch.from_numpy(b).to(dev)
-                t = model.text_forward(Xd[bt])
-                v = model.image_forward(Yd[c2i_t[bt]])
+                xb, yb = _draw(Xd, bt, vgen), _draw(Yd, c2i_t[bt], vgen)
+                if s.feature_eps > 0:
+                    yb = _fgsm(model, step, s, gen, xb, yb)
+                t = model.text_forward(xb)
+                v = model.image_forward(yb)
                 L = step(t @ v.T, model, s, gen)
                 if disc is not None:
                     L = L + s.adversary * _modality_loss(disc, t, v)

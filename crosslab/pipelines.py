@@ -63,6 +63,16 @@ ATTENTION = dict(d=128, lam=9.0, direction="i2t", batch_size=64, lr=1e-3, weight
 #: views did not help there.
 FINETUNE = dict(start="mlp+minilm", blocks=0, views=0, tail_lr=1e-4, towers_lr=0.0, finetune_epochs=8,
                 finetune_patience=2, finetune_batch_size=128, weight_decay=1e-4, seed=0)
+#: Lesson 14's defences, each mlp+minilm's towers trained another way, each setting chosen on val
+#: (``scripts/robustness.py``, docs/experiments.md section 8): ``AUGMENT`` trains on ``views`` altered copies
+#: of the captions and pictures (kinds drawn from ``text_kinds`` / ``image_kinds`` at severities 1 to
+#: ``max_severity``; the other kinds stay unseen, to test on); ``FGSM`` moves the picture features a
+#: ``feature_eps`` step up the loss's gradient while training; ``ACMR`` adds a modality discriminator that the
+#: towers fool through gradient reversal, weighted ``adversary``.
+AUGMENT = dict(views=2, text_kinds=("typo", "dropout", "shuffle"), image_kinds=("noise", "blur", "shift"),
+               max_severity=1)
+FGSM = dict(feature_eps=0.25)
+ACMR = dict(adversary=1.0)
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,13 @@ PIPELINES: dict[str, Spec] = {s.name: s for s in (
     # Lesson 13: the CNN's top trained with the towers.
     Spec("finetune+minilm", "fine-tuned", "mlp+minilm, then the top of the CNN trained through its towers",
          "minilm", "finetune", FINETUNE, "trunk"),
+    # Lesson 14: defences.
+    Spec("augmented+minilm", "trained", "mlp+minilm trained on altered captions and pictures as well (augmentation)",
+         "minilm", "augmented", {**TRAIN, **LOSS_SETTINGS["infonce"], "augment": AUGMENT}),
+    _trained("fgsm+minilm", "infonce", "minilm", "mlp+minilm trained on adversarially moved picture features",
+             {**TRAIN, **FGSM}),
+    _trained("acmr+minilm", "infonce", "minilm", "mlp+minilm with a modality discriminator it learns to fool (ACMR)",
+             {**TRAIN, **ACMR}),
     *(Spec(f"fusion({a},{b})", "fusion", "z-score fusion of two pipelines", parts=(a, b))
       for a, b in (("cca+glove", "conse+glove"), ("cca+minilm", "conse+minilm"), ("mlp+minilm", "conse+minilm"),
                    ("finetune+minilm", "conse+minilm"))),
@@ -143,6 +160,7 @@ LESSON12 = ("pooled+glove", "attention+glove")
 #: The same comparison on MiniLM's token vectors (docs/experiments.md; too slow to fit inside lesson 12).
 ATTENTION_MINILM = ("pooled+minilm", "attention+minilm")
 #: Lesson 13's rows: the frozen CNN and its top fine-tuned, alone and fused with ConSE.
+LESSON14 = ("mlp+minilm", "augmented+minilm", "fgsm+minilm", "acmr+minilm")
 LESSON13 = ("mlp+minilm", "finetune+minilm", "fusion(mlp+minilm,conse+minilm)", "fusion(finetune+minilm,conse+minilm)")
 LESSON08 = (*LESSON07, "conse+glove", "conse+minilm",
             "fusion(cca+glove,conse+glove)", "fusion(cca+minilm,conse+minilm)", "fusion(mlp+minilm,conse+minilm)")
@@ -309,10 +327,11 @@ def _fit_rcca(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
     return fits[best], {"reg": best, "val_rsum": val}
 
 
-def _train(trainer_cls: Any, ctx: _Context, spec: Spec) -> tuple[Any, dict]:
+def _train(trainer_cls: Any, ctx: _Context, spec: Spec, settings: Mapping[str, Any] | None = None,
+           **fit: Any) -> tuple[Any, dict]:
     """Fit a trainer (JointTrainer, AttentionTrainer) on train, stopping early on val."""
-    trainer = trainer_cls(device=ctx.device, progress=ctx.progress, **spec.settings)
-    trainer.fit(*ctx.split(spec, "train"), val=ctx.split(spec, "val"))
+    trainer = trainer_cls(device=ctx.device, progress=ctx.progress, **(spec.settings if settings is None else settings))
+    trainer.fit(*ctx.split(spec, "train"), val=ctx.split(spec, "val"), **fit)
     h = trainer.history_
     return trainer.model_, {"best_epoch": h["best_epoch"], "epochs_run": len(h["loss"]),
                             "val_rsum": h["val_rsum"], "loss": h["loss"]}
@@ -322,6 +341,25 @@ def _fit_joint(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
     from .joint import JointTrainer
 
     return _train(JointTrainer, ctx, spec)
+
+
+def _fit_augmented(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
+    """Joint towers trained on the clean features and ``views`` altered copies (crosslab.robustness)."""
+    from .joint import JointTrainer
+    from .robustness import AugmentedImages, augment_texts
+
+    st = dict(spec.settings)
+    aug = st.pop("augment")
+    caps, imgs, _ = ctx.rows["train"]
+    train_caps = [ctx.ds.captions[int(c)] for c in caps]
+    enc, images = ctx.text_encoder(spec.text), ctx.image_encoder()
+    views = range(1, aug["views"] + 1)
+    tv = [enc.transform(augment_texts(train_caps, aug["text_kinds"], aug["max_severity"], view=v, seed=st["seed"]),
+                        cache=True) for v in views]
+    iv = [images.extract(AugmentedImages(ctx.ds, aug["image_kinds"], aug["max_severity"], view=v, rows=imgs,
+                                         seed=st["seed"]), progress=ctx.progress) for v in views]
+    model, info = _train(JointTrainer, ctx, spec, st, text_views=tv, image_views=iv)
+    return model, info | {"augment": aug}
 
 
 def _fit_attention(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
@@ -366,7 +404,7 @@ def _fit_conse(ctx: _Context, spec: Spec) -> tuple[Any, dict]:
 #: How each kind of head is fitted: ``(context, spec) -> (head, what val chose)``.
 FITTERS: dict[str, Callable[[_Context, Spec], tuple[Any, dict]]] = {
     "random": _fit_random, "cca": _fit_cca, "rcca": _fit_rcca, "joint": _fit_joint, "conse": _fit_conse,
-    "attention": _fit_attention, "finetune": _fit_finetune,
+    "attention": _fit_attention, "finetune": _fit_finetune, "augmented": _fit_augmented,
 }
 
 

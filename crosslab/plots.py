@@ -484,3 +484,14 @@ def plot_twins(twins: dict[str, dict]) -> Figure:
     ax.set_ylim(0, 105)
     ax.legend(fontsize=8)
     return fig
+
+
+# Lesson 14's figures live in their own module; they are part of this namespace.
+from .plots_robustness import (  # noqa: E402, F401
+    plot_modalities,
+    plot_severity,
+    plot_success,
+    plot_tradeoff,
+    show_attack,
+    show_corruptions,
+)

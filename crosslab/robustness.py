@@ -39,7 +39,7 @@ from PIL import Image, ImageFilter, ImageOps
 from .errors import CrosslabError
 
 __all__ = ["TEXT_KINDS", "IMAGE_KINDS", "SEVERITIES", "corrupt_text", "corrupt_texts", "corrupt_image",
-           "CorruptedImages", "severity_curve", "mean_relative_drop"]
+           "CorruptedImages", "augment_texts", "AugmentedImages", "severity_curve", "mean_relative_drop"]
 
 SEVERITIES = (0, 1, 2, 3, 4, 5)
 
@@ -153,25 +153,30 @@ def corrupt_texts(texts: Sequence[str], kind: str, severity: int, *, seed: int =
     return [corrupt_text(t, kind, severity, seed=seed, index=i, synonyms=synonyms) for i, t in enumerate(texts)]
 
 
-def glove_synonyms(topn: int = 10) -> Callable[[str], str | None]:
-    """word -> its nearest GloVe neighbour that is a different word (not the word with a suffix, a plural
-    or another form sharing its first five letters), or None for unknown and very short words. Memoised."""
+def glove_neighbours(topn: int = 5, search: int = 20) -> Callable[[str], list[str]]:
+    """word -> up to ``topn`` of its nearest GloVe neighbours (among the ``search`` nearest) that are other
+    words (not the word with a suffix, a plural or another form sharing its first five letters); [] for
+    unknown and very short words. Memoised."""
     from .text import load_glove
 
     kv = load_glove()
-    memo: dict[str, str | None] = {}
+    memo: dict[str, list[str]] = {}
 
-    def synonym(word: str) -> str | None:
+    def neighbours(word: str) -> list[str]:
         if word not in memo:
-            memo[word] = None
+            memo[word] = []
             if len(word) >= 3 and word in kv.key_to_index:
-                for other, _ in kv.most_similar(word, topn=topn):
-                    if other.isalpha() and other[:5] != word[:5] and word not in other and other not in word:
-                        memo[word] = other
-                        break
+                memo[word] = [o for o, _ in kv.most_similar(word, topn=search)
+                              if o.isalpha() and o[:5] != word[:5] and word not in o and o not in word][:topn]
         return memo[word]
 
-    return synonym
+    return neighbours
+
+
+def glove_synonyms(topn: int = 10) -> Callable[[str], str | None]:
+    """word -> its nearest GloVe neighbour that is a different word (see :func:`glove_neighbours`), or None."""
+    near = glove_neighbours(1, topn)
+    return lambda word: (near(word) or [None])[0]
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -233,7 +238,64 @@ class CorruptedImages:
         return h.hexdigest()
 
 
+# ----------------------------------------------------------------------------- augmentation
+def _augment_draw(seed: int, view: int, index: int, kinds: Sequence[str], max_severity: int) -> tuple[str, int, int]:
+    """One input's corruption in one augmented view: ``(kind, severity, seed)``, drawn from its own stream."""
+    if not kinds or not 1 <= int(max_severity) <= SEVERITIES[-1]:
+        raise CrosslabError(f"augmentation needs at least one kind and max_severity in 1..{SEVERITIES[-1]}, "
+                            f"got {list(kinds)} and {max_severity!r}.")
+    rng = _rng(seed, f"augment-view-{view}", index)
+    return kinds[int(rng.integers(len(kinds)))], int(rng.integers(1, int(max_severity) + 1)), seed * 1009 + view
+
+
+def augment_texts(texts: Sequence[str], kinds: Sequence[str], max_severity: int, *, view: int = 1, seed: int = 0,
+                  synonyms: Callable[[str], str | None] | None = None) -> list[str]:
+    """One augmented view of ``texts`` for training: each text corrupted by a kind drawn from ``kinds`` at
+    a severity drawn from 1..``max_severity`` (its own draw per text and per ``view``)."""
+    for k in kinds:
+        _check(k, 0, TEXT_LEVELS)
+    out = []
+    for i, t in enumerate(texts):
+        kind, sev, s = _augment_draw(seed, view, i, kinds, max_severity)
+        out.append(corrupt_text(t, kind, sev, seed=s, index=i, synonyms=synonyms))
+    return out
+
+
+class AugmentedImages(CorruptedImages):
+    """One augmented view of a dataset's pictures for training: each picture corrupted by a kind drawn from
+    ``kinds`` at a severity drawn from 1..``max_severity`` (its own draw per picture and ``view``)."""
+
+    def __init__(self, ds: Any, kinds: Sequence[str], max_severity: int, *, view: int = 1, rows: Any = None,
+                 seed: int = 0) -> None:
+        for k in kinds:
+            _check(k, 0, IMAGE_LEVELS)
+        super().__init__(ds, kinds[0], 0, rows=rows, seed=seed)
+        self.kinds, self.max_severity, self.view = list(kinds), int(max_severity), int(view)
+        _augment_draw(seed, view, 0, self.kinds, self.max_severity)  # checks the settings now
+        self.name = f"{str(ds.name).split('/')[0]}/augmented{view}"
+
+    def load_image(self, i: int) -> Image.Image:
+        row = int(self.rows[i])
+        kind, sev, s = _augment_draw(self.seed, self.view, row, self.kinds, self.max_severity)
+        return corrupt_image(self.base.load_image(i), kind, sev, seed=s, index=row)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(super().fingerprint().encode())
+        h.update(json.dumps(["augmented", self.kinds, self.max_severity, self.view,
+                             [IMAGE_LEVELS[k] for k in self.kinds]]).encode())
+        return h.hexdigest()
+
+
 # ----------------------------------------------------------------------------- curves
+def _text_vectors(p: Any, texts: list[str]) -> Any:
+    """A pipeline's joint-space vectors of texts, the text encoder's features cached on disk (so one set of
+    corrupted captions is encoded once per text encoder, however many pipelines read it)."""
+    if hasattr(p, "text") and hasattr(p.text, "transform") and hasattr(p, "head"):
+        from .pipeline import _np
+
+        return _np(p.head.embed_text(p.text.transform(texts, cache=True)))
+    return p.encode_text(texts)
+
 def severity_curve(p: Any, ds: Any, side: str, kind: str, *, split: str = "test", seed: int = 0,
                    severities: Sequence[int] = SEVERITIES, synonyms: Any = None,
                    progress: bool = False) -> dict[str, Any]:
@@ -258,7 +320,7 @@ def severity_curve(p: Any, ds: Any, side: str, kind: str, *, split: str = "test"
     T = p.encode_text(texts) if side == "image" else None
     for s in severities:
         if side == "text":
-            S = p.score(p.encode_text(corrupt_texts(texts, kind, s, seed=seed, synonyms=synonyms)), V)
+            S = p.score(_text_vectors(p, corrupt_texts(texts, kind, s, seed=seed, synonyms=synonyms)), V)
         else:
             view = CorruptedImages(ds, kind, s, rows=imgs, seed=seed) if s else None
             S = p.score(T, p.encode_image(ds, rows=imgs) if view is None else p.encode_image(view, progress=progress))

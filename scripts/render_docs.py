@@ -14,6 +14,7 @@ source                                      written by
 ``data/people_queries/*.csv``               (the query sets themselves)
 ``docs/results/experiments.json``           ``python scripts/experiments.py``
 ``docs/results/picture_side.json``          ``python scripts/picture_side.py`` (needs openclipart-svg)
+``docs/results/robustness.json``            ``python scripts/robustness.py``
 ``docs/results/course_timings.json``        ``python scripts/run_course.py --cold-warm --readme``
 ==========================================  =============================================
 
@@ -39,6 +40,7 @@ PEOPLE = ROOT / "data" / "people_queries"
 EXPERIMENTS = ROOT / "docs" / "results" / "experiments.json"
 TIMINGS = ROOT / "docs" / "results" / "course_timings.json"
 PICTURE_SIDE = ROOT / "docs" / "results" / "picture_side.json"
+ROBUSTNESS = ROOT / "docs" / "results" / "robustness.json"
 
 
 def _json(path: Path) -> dict:
@@ -395,6 +397,82 @@ def exp_finetune_goals() -> str:
     return "Goals, stated before test was scored, and the difference fine-tuning makes:\n\n" + "\n".join(out)
 
 
+def _pm(d: dict) -> str:
+    return f"{d['diff']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]" + (" **real**" if d["real"] else " noise")
+
+
+def rob_choices() -> str:
+    v = _json(ROBUSTNESS)["val"]
+    ch = v["chosen"]
+    aug = [[str(r["max_severity"]), f"{r['val_t2i_r10']:.1f}", f"{r['val_drop_text']:.1f}",
+            f"{r['val_drop_image']:.1f}", f"**{r['val_drop']:.1f}**" if r["max_severity"] == ch["max_severity"]
+            else f"{r['val_drop']:.1f}"] for r in v["augment"]]
+    b = v["base_val_drop"]
+    aug.insert(0, ["none (mlp+minilm)", f"{v['base_val_t2i_r10']:.1f}", f"{b['text']:.1f}", f"{b['image']:.1f}",
+                   f"{b['all']:.1f}"])
+    fg = [[f"{r['feature_eps']:g}" if "feature_eps" in r else "0 (mlp+minilm)", f"{r['val_t2i_r10']:.1f}",
+           f"**{r['val_pgd_success_1']:.1f}**" if r.get("feature_eps") == ch["feature_eps"] else f"{r['val_pgd_success_1']:.1f}",
+           f"{r['val_pgd_success_4']:.1f}", f"{r['val_pgd_median_rank_4']:g}"] for r in [v["fgsm_base"], *v["fgsm"]]]
+    ac = [[f"{r['adversary']:g}", f"**{r['val_rsum']:.1f}**" if r["adversary"] == ch["adversary"]
+           else f"{r['val_rsum']:.1f}"] for r in v["acmr"]]
+    return (f"Val only; `mlp+minilm`'s clean val t2i R@10 is {v['base_val_t2i_r10']:.1f}.\n\n"
+            f"*Augmentation* ({v['rules']['augment']}):\n\n"
+            + table(["max severity of the training copies", "clean val t2i R@10",
+                     f"val relative drop at severity {_json(ROBUSTNESS)['test']['middle']}, captions (%)",
+                     "pictures (%)", "all (%)"], aug, "lrrrr")
+            + f"\n\n*Feature-space adversarial training* ({v['rules']['fgsm']}):\n\n"
+            + table(["feature_eps (training std)", "clean val t2i R@10", "val PGD success at 1/255 (%)",
+                     "at 4/255 (%)", "median rank after 4/255"], fg, "lrrrr")
+            + f"\n\n*Modality adversary* ({v['rules']['acmr']}):\n\n"
+            + table(["adversary weight", "val rSum"], ac, "rr"))
+
+
+def rob_curves() -> str:
+    t = _json(ROBUSTNESS)["test"]
+    kinds = list(dict.fromkeys((c["side"], c["kind"]) for c in t["curves"]))
+    drop = {(c["pipeline"], c["side"], c["kind"]): c["mean_relative_drop"] for c in t["curves"]}
+    body = [[f"`{p}`", f"{t['clean_t2i_r10'][p]:.1f}", *(f"{drop[p, s, k]:.0f}" for s, k in kinds)]
+            for p in t["clean_t2i_r10"]]
+    return ("Test split. Clean text→image R@10, then the mean relative drop of R@10 over severities 1–5 (%, "
+            "ImageNet-C's summary; lower is more robust) for each caption (c) and picture (p) corruption:\n\n"
+            + table(["pipeline", "clean R@10", *(f"{s[0]}: {k}" for s, k in kinds)], body, "l" + "r" * (len(kinds) + 1)))
+
+
+def rob_defences() -> str:
+    t = _json(ROBUSTNESS)["test"]
+    body = [[f"`{d['pipeline']}`", _pm(d["clean"]),
+             f"{d['text_drop']['defence']:.1f} vs {d['text_drop']['base']:.1f}: {_pm(d['text_drop']['difference'])}",
+             f"{d['image_drop']['defence']:.1f} vs {d['image_drop']['base']:.1f}: {_pm(d['image_drop']['difference'])}"]
+            for d in t["defences"]]
+    pgd = {(r["pipeline"], r["eps"]): r for r in t["pgd"]}
+    eps = sorted({r["eps"] for r in t["pgd"]})
+    pipes = list(dict.fromkeys(r["pipeline"] for r in t["pgd"]))
+    atk = [[f"`{p}`", *(f"{pgd[p, e]['success']:.0f}" if (p, e) in pgd else "—" for e in eps)] for p in pipes]
+    words = [[f"`{w['pipeline']}`", f"{w['in_top10']} of {w['n']}", f"{w['success']:.0f}"] for w in t["words"]]
+    gap = [[f"`{n}`", f"{g['mean_distance']:.2f}", f"{g['probe_accuracy']:.2f}"] for n, g in t["modality_gap"].items()]
+    tg = "; ".join(f"{r['eps']}/255: {r['success']:.0f} %" for r in t["targeted"])
+    return (f"Test split. Each defence minus `mlp+minilm`, in R@10 points, paired 95% bootstrap intervals drawing "
+            f"whole pictures; a *drop* is the R@10 lost at severity {t['middle']}, averaged over the side's "
+            "corruptions (defence vs undefended, then their difference):\n\n"
+            + table(["defence", "clean t2i R@10 difference", f"caption drop at severity {t['middle']}",
+                     f"picture drop at severity {t['middle']}"], body, "llll")
+            + f"\n\nUntargeted PGD ({t['steps']} steps) on {t['n_attack']} test pictures: the share (%) whose own "
+              "caption no longer finds them in the top 10, by budget epsilon (/255):\n\n"
+            + table(["pipeline", *(f"{e}/255" for e in eps)], atk, "l" + "r" * len(eps))
+            + f"\n\nTargeted PGD against `mlp+minilm` (the picture first for \"{t['targeted'][0]['query']}\"): {tg}."
+            + "\n\nGreedy one-word substitution (GloVe neighbours) on test captions whose picture was in the top 10:\n\n"
+            + table(["pipeline", "captions in the top 10", "pushed out by one word (%)"], words, "lrr")
+            + "\n\nModality gap on test (distance between the modalities' mean unit vectors; a linear probe's "
+              "cross-validated accuracy at telling them apart, 0.5 = chance):\n\n"
+            + table(["pipeline", "mean distance", "probe accuracy"], gap, "lrr"))
+
+
+def rob_goals() -> str:
+    out = [f"* {g['goal']}: {g['value'] if not isinstance(g['value'], dict) else g['value']} -> "
+           f"{'**met**' if g['met'] else '**missed**'}." for g in _json(ROBUSTNESS)["goals"]]
+    return "Goals, stated before test was scored:\n\n" + "\n".join(out)
+
+
 # ----- README.md -----------------------------------------------------------------------------
 def course_timings() -> str:
     spec = importlib.util.spec_from_file_location("run_course", ROOT / "scripts" / "run_course.py")
@@ -426,6 +504,10 @@ SECTIONS: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/experiments.md", "finetune-sweep", exp_finetune_sweep),
     ("docs/experiments.md", "lesson13", exp_lesson13),
     ("docs/experiments.md", "finetune-goals", exp_finetune_goals),
+    ("docs/experiments.md", "robustness-choices", rob_choices),
+    ("docs/experiments.md", "robustness-curves", rob_curves),
+    ("docs/experiments.md", "robustness-defences", rob_defences),
+    ("docs/experiments.md", "robustness-goals", rob_goals),
     ("README.md", "course-timings", course_timings),
 ]
 

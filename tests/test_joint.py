@@ -171,6 +171,7 @@ def test_settings_defaults_replace_and_errors():
         d=256, loss="infonce", margin=0.2, temperature=0.07, learn_temperature=True, head="linear",
         hidden=1024, dropout=0.0, normalize=True, n_negatives=15, lr=1e-3, weight_decay=1e-4,
         batch_size=128, epochs=30, patience=5, seed=0, init="random", init_reg=0.3, adversary=0.0, adversary_hidden=128,
+            feature_eps=0.0,
     )
     t = s.replace(loss="hinge", d=np.int64(8))
     assert (t.loss, t.d, type(t.d), s.loss) == ("hinge", 8, int, "infonce")
@@ -299,3 +300,37 @@ def test_cca_init_starts_at_regularized_cca(data):
     )
     with pytest.raises(ModelError, match="head='linear'"):
         _fit(X, Y, c2i, d=8, epochs=1, init="cca", head="mlp")
+
+
+# ---- augmentation views and feature-space adversarial training -------------------------
+def test_views_equal_to_the_features_change_nothing_and_other_views_do(data):
+    X, Y, c2i, _ = data
+    kw = dict(d=8, epochs=2, batch_size=32, progress=False, seed=2)
+    plain = joint.JointTrainer(**kw).fit(X, Y, c2i)
+    same = joint.JointTrainer(**kw).fit(X, Y, c2i, text_views=[X.copy()], image_views=[Y.copy(), Y.copy()])
+    assert plain.history_["loss"] == same.history_["loss"]  # the views' draws leave the batches alone
+    for (k, a), b in zip(plain.model_.state_dict().items(), same.model_.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    other = joint.JointTrainer(**kw).fit(X, Y, c2i, text_views=[X[::-1].copy()])
+    assert other.history_["loss"] != plain.history_["loss"]
+    with pytest.raises(ShapeError, match=r"text_views\[0\] is shaped"):
+        joint.JointTrainer(**kw).fit(X, Y, c2i, text_views=[X[:, :5]])
+
+
+def test_the_fgsm_step_is_a_box_step_that_raises_the_loss(data):
+    X, Y, c2i, _ = data
+    s = joint.TrainSettings(d=8, feature_eps=0.3)
+    model = joint._new_model(s, torch.as_tensor(X), torch.as_tensor(Y), c2i)
+    b = torch.arange(12)
+    x, y = torch.as_tensor(X[b.numpy()]), torch.as_tensor(Y[c2i[b.numpy()]])
+    gen = torch.Generator().manual_seed(0)
+    step = losses.LOSSES["infonce"]
+    moved = joint._fgsm(model, step, s, gen, x, y)
+    ratio = (moved - y).abs() / model.image.scale
+    assert torch.allclose(ratio[ratio > 0], torch.tensor(0.3), atol=1e-5) and (ratio > 0).float().mean() > 0.9
+    loss = lambda yy: float(step(model.text_forward(x) @ model.image_forward(yy).T, model, s, gen).detach())  # noqa: E731
+    assert loss(moved) > loss(y)
+    rand = y + 0.3 * model.image.scale * torch.sign(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)))
+    assert loss(moved) > loss(rand)  # the gradient's sign, not any step of that size
+    with pytest.raises(ShapeError, match="feature_eps"):
+        joint.TrainSettings(feature_eps=-1)

@@ -192,3 +192,36 @@ def test_plot_twins_draws_a_bar_per_model_and_kind():
     ax = fig.axes[0]
     heights = sorted(p.get_height() for p in ax.patches)
     assert heights == [75.0] * 4 and [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+
+
+def test_robustness_figures_draw_what_they_are_given():
+    from PIL import Image
+
+    from crosslab import attacks
+    from crosslab.plots_robustness import _wilson
+
+    pic = Image.fromarray(np.full((32, 32, 3), 200, np.uint8))
+    fig = plots.show_corruptions(pic, ["blur", "invert"], (1, 5))
+    assert len(fig.axes) == 6 and fig.axes[0].get_title() == "clean" and fig.axes[3].get_ylabel() == "invert"
+    curves = [{"pipeline": p, "side": s, "kind": k, "r10": [50, 40, 30, 20, 10, 5]}
+              for p in ("a", "b") for s, k in (("text", "typo"), ("image", "noise"))]
+    fig = plots.plot_severity(curves)
+    assert len(fig.axes) == 2 and all(len(ax.lines) == 2 for ax in fig.axes)
+    assert len(plots.plot_severity(curves, side="text").axes) == 1
+    clean = np.full((2, 3, 8, 8), 0.5)
+    adv = attacks.Adversarial(clean + 4 / 255, clean, 4 / 255, False, np.zeros(2), np.zeros(2))
+    fig = plots.show_attack(adv, ["one", "two"])
+    assert len(fig.axes) == 6 and fig.axes[0].get_ylabel() == "one"
+    # the change panel: +eps maps to the top of the colour range
+    assert fig.axes[1].images[0].get_array().max() == 255
+    rows = [{"pipeline": "a", "eps": e, "success": s, "n": 48} for e, s in ((1, 50.0), (4, 100.0))]
+    assert len(plots.plot_success(rows).axes[0].lines) == 1
+    lo, hi = _wilson(24, 48)  # Wilson's interval of 24/48, by hand: 0.5 -+ 1.96 * sqrt(.25/48 + 1.96^2/(4*48^2)) / (1 + 1.96^2/48)
+    half = 1.96 * np.sqrt(0.25 / 48 + 1.96 ** 2 / (4 * 48 ** 2)) / (1 + 1.96 ** 2 / 48)
+    assert (lo, hi) == pytest.approx((100 * (0.5 - half), 100 * (0.5 + half)))
+    assert _wilson(48, 48)[1] == pytest.approx(100) and _wilson(48, 48)[0] < 100
+    pts = [{"feature_eps": e, "val_pgd_success_4": s, "val_t2i_r10": r} for e, s, r in ((0.1, 90, 60), (0.5, 70, 58))]
+    assert len(plots.plot_tradeoff(pts, base={"val_pgd_success_4": 100, "val_t2i_r10": 61}).axes[0].lines) == 2
+    rng = np.random.default_rng(0)
+    fig = plots.plot_modalities({"m": (rng.normal(size=(20, 4)) + 3, rng.normal(size=(30, 4)))})
+    assert len(fig.axes[0].collections) == 2

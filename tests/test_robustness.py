@@ -128,3 +128,49 @@ def test_the_command_prints_one_curve_per_pipeline_and_corruption(scenes, capsys
     assert all(len(r["r10"]) == 6 and r["r10"][0] >= r["r10"][-1] for r in rows)
     assert main(["robustness", "--data", "scenes:60", "--pipeline", "cca+glove", "--text", "case"]) == 0
     assert "drop" in capsys.readouterr().out
+
+
+def test_augmented_captions_draw_a_seen_kind_per_caption_and_view():
+    texts = [CAPTION, "two blue birds on a wire", "an old wooden boat"] * 10
+    kinds = ("typo", "dropout")
+    a = rb.augment_texts(texts, kinds, 3, view=1, seed=0)
+    assert a == rb.augment_texts(texts, kinds, 3, view=1, seed=0) != rb.augment_texts(texts, kinds, 3, view=2, seed=0)
+    assert sum(x != t for x, t in zip(a, texts, strict=True)) > len(texts) // 2
+    for i, (t, x) in enumerate(zip(texts, a, strict=True)):  # each one is one seen kind at 1..3
+        possible = {rb.corrupt_text(t, k, s, seed=0 * 1009 + 1, index=i) for k in kinds for s in (1, 2, 3)}
+        assert x in possible
+    with pytest.raises(CrosslabError, match="unknown corruption"):
+        rb.augment_texts(texts, ("typo", "blur"), 3)
+    with pytest.raises(CrosslabError, match="max_severity"):
+        rb.augment_texts(texts, kinds, 0)
+
+
+def test_augmented_pictures_are_seeded_views_with_their_own_fingerprints(scenes):
+    v1 = rb.AugmentedImages(scenes, ["noise", "blur"], 2, view=1, rows=[0, 3, 5])
+    again = rb.AugmentedImages(scenes, ["noise", "blur"], 2, view=1, rows=[0, 3, 5])
+    v2 = rb.AugmentedImages(scenes, ["noise", "blur"], 2, view=2, rows=[0, 3, 5])
+    assert len(v1) == 3 and v1.fingerprint() == again.fingerprint() != v2.fingerprint()
+    assert v1.fingerprint() != rb.AugmentedImages(scenes, ["noise"], 2, view=1, rows=[0, 3, 5]).fingerprint()
+    for i in range(3):
+        a, b = np.asarray(v1.load_image(i)), np.asarray(again.load_image(i))
+        assert np.array_equal(a, b) and not np.array_equal(a, np.asarray(scenes.load_image([0, 3, 5][i]).convert("RGB")))
+    with pytest.raises(CrosslabError, match="unknown corruption"):
+        rb.AugmentedImages(scenes, ["typo"], 2)
+
+
+def test_the_tables_defences_are_what_val_chose():
+    """scripts/robustness.py chose each defence's setting on val; the table must hold that choice."""
+    import json
+    from pathlib import Path
+
+    res = json.loads((Path(cl.__file__).resolve().parents[1] / "docs" / "results" / "robustness.json").read_text())
+    chosen = res["val"]["chosen"]
+    assert cl.pipelines.AUGMENT["max_severity"] == chosen["max_severity"]
+    assert cl.pipelines.FGSM["feature_eps"] == chosen["feature_eps"]
+    assert cl.pipelines.ACMR["adversary"] == chosen["adversary"]
+    for name in ("augmented+minilm", "fgsm+minilm", "acmr+minilm"):
+        assert name in cl.list_pipelines()
+    assert cl.pipelines.get_spec("augmented+minilm").settings["augment"] == cl.pipelines.AUGMENT
+    # the rule as written: the augmentation kept is the lowest val drop among those within 2 points clean
+    ok = [r for r in res["val"]["augment"] if r["val_t2i_r10"] >= res["val"]["base_val_t2i_r10"] - 2]
+    assert min(ok, key=lambda r: r["val_drop"])["max_severity"] == chosen["max_severity"]
