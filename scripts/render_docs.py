@@ -434,7 +434,7 @@ def rob_curves() -> str:
     body = [[f"`{p}`", f"{t['clean_t2i_r10'][p]:.1f}", *(f"{drop[p, s, k]:.0f}" for s, k in kinds)]
             for p in t["clean_t2i_r10"]]
     return ("Test split. Clean text→image R@10, then the mean relative drop of R@10 over severities 1–5 (%, "
-            "ImageNet-C's summary; lower is more robust) for each caption (c) and picture (p) corruption:\n\n"
+            "ImageNet-C's summary; lower is more robust) for each caption (t, text) and picture (i, image) corruption:\n\n"
             + table(["pipeline", "clean R@10", *(f"{s[0]}: {k}" for s, k in kinds)], body, "l" + "r" * (len(kinds) + 1)))
 
 
@@ -468,8 +468,14 @@ def rob_defences() -> str:
 
 
 def rob_goals() -> str:
-    out = [f"* {g['goal']}: {g['value'] if not isinstance(g['value'], dict) else g['value']} -> "
-           f"{'**met**' if g['met'] else '**missed**'}." for g in _json(ROBUSTNESS)["goals"]]
+    def value(v) -> str:
+        if isinstance(v, dict):
+            return (f"closest, `{v['pipeline']}`: its drop is {v['drop_ratio']:.2f} of the undefended one's, clean "
+                    f"R@10 {v['clean_diff']:+.1f} points")
+        return f"{v:.0f} %"
+
+    out = [f"* {g['goal']}: {value(g['value'])} -> {'**met**' if g['met'] else '**missed**'}."
+           for g in _json(ROBUSTNESS)["goals"]]
     return "Goals, stated before test was scored:\n\n" + "\n".join(out)
 
 
