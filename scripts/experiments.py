@@ -86,8 +86,8 @@ def _clean(x):
         return _clean(x.tolist())
     if isinstance(x, (np.floating, float)):
         return round(float(x), 4)
-    if isinstance(x, np.integer):
-        return int(x)
+    if isinstance(x, np.integer | np.bool_):
+        return x.item()
     return x
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from experiments import _clean  # noqa: E402 - scripts/ is on the path when a script runs: one JSON cleaner
 
 OUT = ROOT / "docs" / "results" / "robustness.json"
 VAL_CACHE = ROOT / "build" / "robustness_val.json"
@@ -56,20 +57,6 @@ RULES = {
 }
 #: Stated before test was scored (issue "robustness").
 GOALS = {"pgd_success_at_4": 90.0, "drop_ratio": 0.5, "clean_cost": 2.0}
-
-
-def _clean(x):
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    if isinstance(x, np.floating | float):
-        return round(float(x), 4)
-    if isinstance(x, np.integer | np.bool_):
-        return x.item()
-    return x
 
 
 def _variant(ctx, name: str, **changes):
