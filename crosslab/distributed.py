@@ -153,8 +153,10 @@ def _ray_stream(ray: Any, paths: list[str], encoder_name: str, image_size: int |
                 stage: type = _RayEncoder) -> Iterator[dict[str, np.ndarray]]:
     """Batches of ``chunk`` rows ``{path, vector, error}``, in input order, as the actors finish them
     (``stage``: the map_batches class; the benchmark passes a subclass that timestamps batches)."""
-    if concurrency is None:  # as many actors as the cluster's CPUs hold
-        concurrency = max(1, int(ray.cluster_resources().get("CPU", 1) // max(num_cpus, 1e-9)))
+    if concurrency is None:  # as many actors as the cluster's CPUs hold, and no more than batches:
+        # starting one (a process, torch, the CNN) costs seconds, more than a batch's work
+        concurrency = max(1, min(int(ray.cluster_resources().get("CPU", 1) // max(num_cpus, 1e-9)),
+                                 math.ceil(len(paths) / batch_size)))
     blocks = max(math.ceil(len(paths) / batch_size), min(concurrency, len(paths)))  # work for every actor
     concurrency = min(concurrency, blocks)
     ds = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=blocks)
@@ -173,10 +175,10 @@ def image_features_ray(paths: Sequence[str | os.PathLike], encoder_name: str = "
     """``(N, dim)`` float32 features (or ImageNet ``output="logits"``) of image files, on Ray Data.
 
     The same numbers as ``ImageEncoder(encoder_name, image_size=image_size).extract(paths)``,
-    in the same order. ``concurrency`` actors (default: the cluster's CPUs / ``num_cpus``),
-    each with ``num_cpus`` CPUs (= torch threads) and ``num_gpus`` GPUs, take ``batch_size``
-    images at a time. ``address``: see the module docstring. An unreadable file raises
-    :class:`ImageError` naming it.
+    in the same order. ``concurrency`` actors (default: the cluster's CPUs / ``num_cpus``, and
+    no more than there are batches), each with ``num_cpus`` CPUs (= torch threads) and
+    ``num_gpus`` GPUs, take ``batch_size`` images at a time. ``address``: see the module
+    docstring. An unreadable file raises :class:`ImageError` naming it.
     """
     if output not in ("features", "logits"):
         raise ModelError(f"output must be 'features' or 'logits', got {output!r}.")

@@ -129,6 +129,41 @@ def test_ray_features_equal_single_process_extract(ray_session, folder):
     assert dist.image_features_ray([], "efficientnet_lite0", SIZE).shape == (0, 1280)
 
 
+class _RecordingRay:
+    """Ray's API as _ray_stream uses it, recording the plan instead of running it."""
+
+    def __init__(self, cpus):
+        self.cpus, self.plan = cpus, {}
+        self.data = SimpleNamespace(from_items=self._from_items,
+                                    ActorPoolStrategy=lambda size: SimpleNamespace(size=size))
+
+    def cluster_resources(self):
+        return {"CPU": float(self.cpus)}
+
+    def _from_items(self, items, override_num_blocks):
+        self.plan["blocks"] = override_num_blocks
+        return SimpleNamespace(map_batches=self._map_batches)
+
+    def _map_batches(self, stage, compute, **kw):
+        self.plan["actors"] = compute.size
+        return SimpleNamespace(iter_batches=lambda **kw: iter(()))
+
+
+@pytest.mark.parametrize(("n", "cpus", "concurrency", "actors", "blocks"), [
+    (24, 2, None, 1, 1),     # one batch: one actor (starting a second costs more than a batch)
+    (40, 2, None, 2, 2),     # two batches: both cores
+    (1000, 2, None, 2, 32),  # many batches: one actor per CPU
+    (1000, 8, None, 8, 32),
+    (24, 2, 2, 2, 2),        # asked for two: each gets work
+    (3, 8, 8, 3, 3),         # never more actors than files
+])
+def test_ray_default_actors_are_the_cpus_but_no_more_than_the_batches(n, cpus, concurrency, actors, blocks):
+    ray = _RecordingRay(cpus)
+    assert list(dist._ray_stream(ray, [f"{i}.png" for i in range(n)], "efficientnet_lite0", SIZE,
+                                 "features", 32, 256, concurrency, 1, 0)) == []
+    assert ray.plan == {"actors": actors, "blocks": blocks}
+
+
 @pytest.mark.slow
 def test_an_interrupted_local_run_resumes_with_the_missing_files_only(folder, pipeline):
     before = _snapshot(folder)
