@@ -336,6 +336,16 @@ def _ann(res: dict[str, Any]) -> list[str]:
                  f"{p['queries']:,}"] for p in s["points"]]
         lines += _table(["index", "search parameter", f"recall@{s['k']}", "queries/s", "speed-up", "per round",
                          "B/vector", f"≤ {bound:.0f} B", "queries"], rows)
+        if s.get("code_ceiling"):
+            lines += [f"What the codes alone allow: IVF-PQ codes from coarse to fine, every cell scanned (nprobe = "
+                      f"{s['code_ceiling'][0]['nprobe']:,}: the cells lose nothing, so this is the most recall any "
+                      f"nprobe gives), first {s['code_ceiling'][0]['queries']:,} queries.", ""]
+            lines += _table(["FAISS factory", "code bytes", "B/vector", f"≤ {bound:.0f} B", f"recall@{s['k']}",
+                             "build s"],
+                            [[f"`{c['factory']}`", _f(c["code_bytes"], ".0f"), _f(c["bytes_per_vector"], ".0f"),
+                              "yes" if c["bytes_per_vector"] <= bound else "no", _f(c["recall"], ".3f"),
+                              _f(c["build_s"], ".0f") if c["build_s"] is not None else "(above)"]
+                             for c in s["code_ceiling"]])
         for what, key in (("Operating point (goal rule)", "operating_point"),
                           ("Best recall within the memory bound", "best_within_memory"),
                           (f"Fastest at recall ≥ {c['recall_target']}, any memory", "fastest_at_recall_any_memory")):

@@ -213,6 +213,7 @@ def test_missing_faiss_says_how_to_install_it(monkeypatch):
 @needs_faiss
 def test_ann_benchmark_quick_run_and_report():
     from benchmarks import bench_ann, report
+    from crosslab.ann_faiss import default_cells
 
     res = bench_ann.run(quick=True, log=lambda _: None)
     (s,) = res["sizes"]
@@ -221,10 +222,17 @@ def test_ann_benchmark_quick_run_and_report():
         assert 0.0 <= p["recall"] <= 1.0 and p["qps"] > 0 and p["bytes_per_vector"] > 0
         assert len(p["speedup_per_round"]) == bench_ann.QUICK_ROUNDS
     assert s["crosslab_index_agreement"] == 1.0
+    ceiling = s["code_ceiling"]  # the codes alone, every cell scanned: coarse to fine
+    assert [(c["m"], c["bits"]) for c in ceiling] == [(s["d"] // dims, bits) for dims, bits in bench_ann.CEILING_CODES]
+    for c in ceiling:
+        assert c["nprobe"] == default_cells(s["n"]) and 0.0 <= c["recall"] <= 1.0
+        assert c["bytes_per_vector"] >= c["code_bytes"] + 8  # codes + an 8-byte id each, and the tables
+    assert ceiling[-1]["recall"] > ceiling[0]["recall"]  # 4 bits per dimension vs 1: far fewer neighbours lost
     goals = bench_ann.goals(res, quick=True)
     assert len(goals) == 2 and all(g["met"] is None for g in goals)
     text = report._ann({"ann": res})
     assert "## Approximate search: FAISS indexes (lesson 09)" in text and "| ivf-pq | nprobe=1 |" in "\n".join(text)
+    assert "What the codes alone allow" in "\n".join(text)
 
 
 def test_operating_point_rule_and_goal_judgement():
@@ -242,10 +250,14 @@ def test_operating_point_rule_and_goal_judgement():
     ann = {"config": {"recall_target": 0.95, "speedup_target": 10.0},
            "sizes": [{"n": 1_000_000, "d": d, "k": 10, "memory_bound_bytes": 128.0, "best_within_memory": brief,
                       "operating_point": None, "fastest_at_recall_any_memory": None}]}
+    codes = [{"factory": f, "bytes_per_vector": b, "recall": r}
+             for f, b, r in (("IVF1024,PQ64x8", 73, 0.6), ("IVF1024,PQ128x7", 121, 0.8), ("IVF1024,PQ256x4", 137, 0.85))]
+    ann["sizes"].insert(0, {"n": 100_000, "code_ceiling": codes})
     recall_goal, speed_goal = bench_ann.goals(ann, quick=False)
     assert recall_goal["met"] is False and recall_goal["judged"]
+    assert "every cell scanned (N=100,000): at most 0.800 within the bound (IVF1024,PQ128x7" in recall_goal["measured"]
     assert speed_goal["met"] is False and "no point within the memory bound" in speed_goal["why"]
-    ann["sizes"][0].update(best_within_memory=dict(brief, recall=0.96),
+    ann["sizes"][-1].update(best_within_memory=dict(brief, recall=0.96),
                            operating_point=dict(brief, recall=0.96, speedup_per_round=[12.0] * 7))
     recall_goal, speed_goal = bench_ann.goals(ann, quick=False)
     assert recall_goal["met"] is True and speed_goal["met"] is True and speed_goal["repeats"] == 7
